@@ -1,0 +1,13 @@
+//! shmimage shares one image between local web servers through a named shared-memory segment.
+//!
+//! # Layout
+//!
+//! - [`raster`]: decoded images (width, height, pixel format, bytes): the domain type.
+//! - [`segment`]: the named shared-memory store for one image, its lock, slots and lifetime.
+//!   All `unsafe` code lives here.
+//! - [`imaging`]: decoding uploads into rasters and encoding rasters as PNG.
+//! - [`web`]: the HTTP server: routes, page templates, errors.
+//! - [`config`]: command-line and environment configuration.
+
+pub mod raster;
+pub mod segment;
