@@ -10,4 +10,5 @@
 //! - [`config`]: command-line and environment configuration.
 
 pub mod raster;
+pub mod imaging;
 pub mod segment;
