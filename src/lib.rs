@@ -6,9 +6,14 @@
 //! - [`segment`]: the named shared-memory store for one image, its lock, slots and lifetime.
 //!   All `unsafe` code lives here.
 //! - [`imaging`]: decoding uploads into rasters and encoding rasters as PNG.
-//! - [`web`]: the HTTP server: routes, page templates, errors.
+//! - [`web`]: the HTTP server: routes, page templates, errors. [`app`] builds the router and
+//!   [`run`] serves it until a shutdown future completes.
 //! - [`config`]: command-line and environment configuration.
 
-pub mod raster;
+pub mod config;
 pub mod imaging;
+pub mod raster;
 pub mod segment;
+pub mod web;
+
+pub use web::{AppState, app, run};

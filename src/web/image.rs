@@ -1,0 +1,161 @@
+//! `GET /image.png`: the segment's image as a PNG, encoded once per sequence number.
+//!
+//! The ETag is `"seq-N"`, N being the segment's sequence number, so a client that already has
+//! the image gets `304 Not Modified` from the lock-free [`Segment::seq`] without a pixel being
+//! read. The encoded PNG of the latest image is kept in a [`PngCache`]; requests that arrive
+//! while it is being encoded wait for that one encode instead of starting their own.
+
+use super::error::Reply;
+use super::{AppError, AppState, blocking};
+use crate::imaging;
+use crate::segment::Segment;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::OnceCell;
+
+/// A PNG of the segment's image, with the sequence number of the write that stored it.
+#[derive(Debug, Clone)]
+pub struct EncodedPng {
+    pub seq: u64,
+    pub png: Bytes,
+}
+
+/// The PNG of the newest image this server has been asked for.
+#[derive(Debug, Default)]
+pub struct PngCache {
+    latest: Mutex<Option<Arc<CachedPng>>>,
+}
+
+/// One encode, started for the image the segment announced as `seq`.
+#[derive(Debug)]
+struct CachedPng {
+    seq: u64,
+    png: OnceCell<EncodedPng>,
+}
+
+impl PngCache {
+    /// The PNG of the segment's current image, which the segment announced as `seq`: from the
+    /// cache, or read and encoded on the blocking threads once for everybody asking.
+    pub async fn current(&self, segment: &Arc<Segment>, seq: u64) -> Result<EncodedPng, AppError> {
+        let entry = {
+            let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+            match latest.as_ref() {
+                // A cache entry for this or a newer image serves: newer is never wrong.
+                Some(entry)
+                    if entry.seq >= seq || entry.png.get().is_some_and(|png| png.seq == seq) =>
+                {
+                    Arc::clone(entry)
+                }
+                _ => {
+                    let entry = Arc::new(CachedPng {
+                        seq,
+                        png: OnceCell::new(),
+                    });
+                    *latest = Some(Arc::clone(&entry));
+                    entry
+                }
+            }
+        };
+        let segment = Arc::clone(segment);
+        entry
+            .png
+            .get_or_try_init(|| blocking(move || encode_stored(&segment)))
+            .await
+            .cloned()
+    }
+}
+
+/// Reads the segment's image and encodes it. Blocks.
+fn encode_stored(segment: &Segment) -> Result<EncodedPng, AppError> {
+    let stored = segment.read()?.ok_or_else(|| AppError::NoImage {
+        segment: segment.name().to_string(),
+    })?;
+    let png = imaging::encode_png(&stored.raster)?;
+    tracing::debug!(
+        seq = stored.info.seq,
+        bytes = png.len(),
+        "encoded the image as PNG"
+    );
+    Ok(EncodedPng {
+        seq: stored.info.seq,
+        png: Bytes::from(png),
+    })
+}
+
+/// `GET /image.png`.
+pub(crate) async fn serve_png(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let seq = state.segment.seq();
+    if seq == 0 {
+        let error = AppError::NoImage {
+            segment: state.segment_name(),
+        };
+        return Reply::for_headers(&headers).error(error, &state);
+    }
+    if if_none_match(&headers, seq) {
+        return (StatusCode::NOT_MODIFIED, cache_headers(seq)).into_response();
+    }
+    match state.png.current(&state.segment, seq).await {
+        Ok(encoded) => (
+            cache_headers(encoded.seq),
+            [(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))],
+            encoded.png,
+        )
+            .into_response(),
+        Err(error) => Reply::for_headers(&headers).error(error, &state),
+    }
+}
+
+/// The ETag of the image written as `seq`: `"seq-N"`.
+pub fn etag(seq: u64) -> String {
+    format!("\"seq-{seq}\"")
+}
+
+/// `ETag` and `Cache-Control: no-cache` (keep it, but ask before using it again).
+fn cache_headers(seq: u64) -> [(header::HeaderName, HeaderValue); 2] {
+    let etag = HeaderValue::from_str(&etag(seq)).unwrap_or(HeaderValue::from_static("\"\""));
+    [
+        (header::ETAG, etag),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+/// Whether `If-None-Match` names the image written as `seq` (weak tags count, as RFC 9110 says
+/// for `If-None-Match`), or is `*`.
+fn if_none_match(headers: &HeaderMap, seq: u64) -> bool {
+    let current = etag(seq);
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_if_none_match(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn if_none_match_matches_only_the_current_image() {
+        assert!(if_none_match(&with_if_none_match("\"seq-7\""), 7));
+        assert!(if_none_match(&with_if_none_match("W/\"seq-7\""), 7));
+        assert!(if_none_match(
+            &with_if_none_match("\"seq-1\", \"seq-7\""),
+            7
+        ));
+        assert!(if_none_match(&with_if_none_match("*"), 7));
+        assert!(!if_none_match(&with_if_none_match("\"seq-6\""), 7));
+        assert!(!if_none_match(&with_if_none_match("\"seq-77\""), 7));
+        assert!(!if_none_match(&HeaderMap::new(), 7));
+    }
+}

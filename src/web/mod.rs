@@ -1,0 +1,188 @@
+//! The HTTP server: one page with Qt's two buttons, an upload route, the shared image as PNG, and
+//! a JSON view of the segment.
+//!
+//! [`app`] builds the router from an [`AppState`]; [`run`] serves it on a listener until a
+//! shutdown future completes, so tests can use a real socket or call the router directly.
+//!
+//! - [`page`]: `GET /`, the page (askama templates in `templates/`).
+//! - [`upload`]: `POST /image`, decoding an upload and writing it into the segment.
+//! - [`image`]: `GET /image.png`, the segment's image encoded once per sequence number.
+//! - [`api`]: `GET /api/segment` and `GET /healthz`.
+//! - [`error`]: [`AppError`], every failure with its status and message, as HTML or JSON.
+
+pub mod api;
+pub mod error;
+pub mod image;
+pub mod page;
+mod timestamp;
+pub mod upload;
+
+pub use error::AppError;
+
+use crate::segment::Segment;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::routing::{get, post};
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+/// How long one request may take before the server answers 408 Request Timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the stylesheet lives: the crate's `static/` folder, found at build time.
+const STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+
+/// What a server refuses to take in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most pixels (width x height) an upload may have.
+    pub max_pixels: u64,
+    /// The largest request body `POST /image` reads, in bytes.
+    pub max_upload_bytes: usize,
+}
+
+/// What every request handler shares: the segment, the limits and the server's caches.
+#[derive(Clone)]
+pub struct AppState {
+    segment: Arc<Segment>,
+    limits: Limits,
+    png: Arc<image::PngCache>,
+    last_upload: Arc<Mutex<Option<upload::RecentUpload>>>,
+}
+
+impl AppState {
+    /// State for a server attached to `segment`.
+    pub fn new(segment: Arc<Segment>, limits: Limits) -> AppState {
+        AppState {
+            segment,
+            limits,
+            png: Arc::new(image::PngCache::default()),
+            last_upload: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The segment this server shares.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    /// The limits this server enforces.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The segment's name, as users typed it.
+    fn segment_name(&self) -> String {
+        self.segment.name().to_string()
+    }
+
+    /// The last upload this server took from the page, if it still is the one with `seq`.
+    fn recent_upload(&self, seq: u64) -> Option<upload::RecentUpload> {
+        let last = self
+            .last_upload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        last.as_ref()
+            .filter(|upload| upload.info.seq == seq)
+            .cloned()
+    }
+
+    /// Remembers the last upload taken from the page, to show it right after the redirect.
+    fn remember_upload(&self, upload: upload::RecentUpload) {
+        *self
+            .last_upload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(upload);
+    }
+}
+
+/// The router with every route and the layers around them: request logs, panics turned into
+/// 500s, a request timeout and `X-Content-Type-Options: nosniff`.
+pub fn app(state: AppState) -> Router {
+    let upload_limit = DefaultBodyLimit::max(state.limits.max_upload_bytes);
+    Router::new()
+        .route("/", get(page::show))
+        .route("/image", post(upload::receive).layer(upload_limit))
+        .route("/image.png", get(image::serve_png))
+        .route("/api/segment", get(api::segment))
+        .route("/healthz", get(api::healthz))
+        .nest_service("/static", ServeDir::new(STATIC_DIR))
+        .fallback(error::not_found)
+        .with_state(state)
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes, then lets running requests finish.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {error}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(error) => {
+                tracing::error!("cannot listen for SIGTERM: {error}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received: finishing running requests"),
+        () = terminate => tracing::info!("SIGTERM received: finishing running requests"),
+    }
+}
+
+/// Runs blocking segment or image work on tokio's blocking threads and turns a panic there into
+/// an internal error instead of taking the server down.
+async fn blocking<T, F>(work: F) -> Result<T, AppError>
+where
+    F: FnOnce() -> Result<T, AppError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(error) => Err(AppError::Internal(format!(
+            "a blocking task failed: {error}"
+        ))),
+    }
+}

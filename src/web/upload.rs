@@ -1,0 +1,242 @@
+//! `POST /image`: take an image from a form or a raw body, decode it and write it into the
+//! segment.
+//!
+//! A browser form gets `303 See Other` back to the page, which then says what was loaded; other
+//! clients get `201 Created` with the image's metadata as JSON. A failed upload never changes the
+//! segment: nothing is written until the image has been decoded within the limits.
+
+use super::error::Reply;
+use super::{AppError, AppState, blocking};
+use crate::imaging::{self, DecodeLimits};
+use crate::segment::ImageInfo;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use serde::Serialize;
+
+/// The form field that carries the file.
+pub const IMAGE_FIELD: &str = "image";
+
+/// The longer side of the preview the page shows right after an upload, in pixels.
+const THUMBNAIL_SIDE: u32 = 320;
+
+/// The longest file name kept for the status line, in characters.
+const MAX_FILE_NAME_CHARS: usize = 100;
+
+/// The bytes of one upload and the file name the browser gave, if any.
+#[derive(Debug)]
+struct Upload {
+    file_name: Option<String>,
+    bytes: Bytes,
+}
+
+/// The last upload a server took from its page, kept so the page shown after the redirect can
+/// say what was loaded and show a preview without another request.
+#[derive(Debug, Clone)]
+pub(crate) struct RecentUpload {
+    /// What the segment said about the image when it was written.
+    pub info: ImageInfo,
+    /// A `data:image/png;base64,...` preview, if one could be made.
+    pub thumbnail: Option<String>,
+}
+
+/// What `POST /image` answers API clients with.
+#[derive(Debug, Serialize)]
+struct Stored {
+    segment: String,
+    width: u32,
+    height: u32,
+    color: String,
+    bytes: u64,
+    seq: u64,
+}
+
+/// Where the browser goes after an upload: the page, told what was loaded.
+#[derive(Debug, Serialize)]
+struct LoadedQuery<'a> {
+    loaded: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+/// `POST /image`.
+pub(crate) async fn receive(State(state): State<AppState>, request: Request) -> Response {
+    let reply = Reply::for_headers(request.headers());
+    match store(&state, request, reply).await {
+        Ok((upload_name, info)) => match reply {
+            Reply::Page => {
+                let query = LoadedQuery {
+                    loaded: info.seq,
+                    name: upload_name.as_deref(),
+                };
+                match serde_urlencoded::to_string(&query) {
+                    Ok(query) => Redirect::to(&format!("/?{query}")).into_response(),
+                    Err(error) => reply.error(
+                        AppError::Internal(format!("cannot build the page address: {error}")),
+                        &state,
+                    ),
+                }
+            }
+            Reply::Json => {
+                let stored = Stored {
+                    segment: state.segment_name(),
+                    width: info.width,
+                    height: info.height,
+                    color: info.format.to_string(),
+                    bytes: info.byte_len,
+                    seq: info.seq,
+                };
+                (
+                    StatusCode::CREATED,
+                    [(header::LOCATION, "/image.png")],
+                    Json(stored),
+                )
+                    .into_response()
+            }
+        },
+        Err(error) => reply.error(error, &state),
+    }
+}
+
+/// Reads, decodes and writes the upload; returns its file name and what the segment says.
+async fn store(
+    state: &AppState,
+    request: Request,
+    reply: Reply,
+) -> Result<(Option<String>, ImageInfo), AppError> {
+    let upload = read_upload(state, request).await?;
+    let segment = state.segment.clone();
+    let limits = DecodeLimits {
+        max_pixels: state.limits.max_pixels,
+    };
+    let want_thumbnail = reply == Reply::Page;
+    let bytes = upload.bytes;
+    let (info, thumbnail) = blocking(move || {
+        let decoded = imaging::decode(&bytes, &limits)?;
+        let info = segment.write(&decoded.raster)?;
+        tracing::info!(
+            seq = info.seq,
+            format = decoded.format,
+            "stored a {}x{} {} image",
+            info.width,
+            info.height,
+            info.format
+        );
+        let thumbnail = want_thumbnail
+            .then(
+                || match imaging::thumbnail_png(&decoded.raster, THUMBNAIL_SIDE) {
+                    Ok(png) => Some(format!("data:image/png;base64,{}", STANDARD.encode(png))),
+                    Err(error) => {
+                        tracing::warn!("no preview for image {}: {error}", info.seq);
+                        None
+                    }
+                },
+            )
+            .flatten();
+        Ok((info, thumbnail))
+    })
+    .await?;
+    if want_thumbnail {
+        state.remember_upload(RecentUpload {
+            info: info.clone(),
+            thumbnail,
+        });
+    }
+    Ok((upload.file_name, info))
+}
+
+/// The upload's bytes, from a multipart form or from the raw body.
+async fn read_upload(state: &AppState, request: Request) -> Result<Upload, AppError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    let media_type = content_type
+        .as_deref()
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let limit = state.limits.max_upload_bytes;
+
+    if media_type == "multipart/form-data" {
+        let mut form = Multipart::from_request(request, state)
+            .await
+            .map_err(|rejection| AppError::MalformedUpload(rejection.body_text()))?;
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|error| multipart_error(error, limit))?
+        {
+            if field.name() == Some(IMAGE_FIELD) {
+                let file_name = field.file_name().and_then(clean_file_name);
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|error| multipart_error(error, limit))?;
+                return Ok(Upload { file_name, bytes });
+            }
+        }
+        Err(AppError::MissingImageField)
+    } else if media_type.starts_with("image/") || media_type == "application/octet-stream" {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::UploadTooLarge { limit }
+                } else {
+                    AppError::MalformedUpload(rejection.body_text())
+                }
+            })?;
+        Ok(Upload {
+            file_name: None,
+            bytes,
+        })
+    } else {
+        Err(AppError::UnsupportedContentType { content_type })
+    }
+}
+
+/// A multipart failure: too large becomes 413, anything else a malformed upload.
+fn multipart_error(error: axum::extract::multipart::MultipartError, limit: usize) -> AppError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::UploadTooLarge { limit }
+    } else {
+        AppError::MalformedUpload(error.body_text())
+    }
+}
+
+/// The last path component of a browser's file name, shortened; `None` when nothing is left.
+fn clean_file_name(name: &str) -> Option<String> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name).trim();
+    let short: String = base
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_FILE_NAME_CHARS)
+        .collect();
+    (!short.is_empty()).then_some(short)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_lose_their_folders_and_control_characters() {
+        assert_eq!(clean_file_name("photo.jpg").as_deref(), Some("photo.jpg"));
+        assert_eq!(
+            clean_file_name("C:\\Users\\me\\photo.jpg").as_deref(),
+            Some("photo.jpg")
+        );
+        assert_eq!(clean_file_name("../../etc/x.png").as_deref(), Some("x.png"));
+        assert_eq!(clean_file_name("a\nb.png").as_deref(), Some("ab.png"));
+        assert_eq!(clean_file_name(""), None);
+        assert_eq!(clean_file_name("dir/"), None);
+        assert_eq!(
+            clean_file_name(&"x".repeat(500)).map(|n| n.chars().count()),
+            Some(MAX_FILE_NAME_CHARS)
+        );
+    }
+}
