@@ -1,0 +1,83 @@
+//! `GET /image.png`: nothing yet, caching by sequence number, headers.
+
+use crate::helpers::{
+    encode, fresh_segment, header, json_error, rgb8, spawn_server, unescape_html,
+};
+use image::ImageFormat;
+
+#[tokio::test]
+async fn before_any_upload_the_image_is_404_with_what_to_do() {
+    let segment = fresh_segment();
+    let a = spawn_server(&segment);
+    let expected = format!("no image in shared memory segment \"{segment}\" yet: load one first");
+
+    let message = json_error(a.get("/image.png").await, 404).await;
+    assert_eq!(message, expected);
+
+    let response = a.get_page("/image.png").await;
+    assert_eq!(response.status(), 404);
+    assert!(header(&response, "content-type").starts_with("text/html"));
+    assert!(unescape_html(&response.text().await.unwrap()).contains(&expected));
+}
+
+#[tokio::test]
+async fn the_etag_follows_the_sequence_number_and_a_match_is_304() {
+    let segment = fresh_segment();
+    let a = spawn_server(&segment);
+    let b = spawn_server(&segment);
+    let png = encode(&rgb8(16, 16, 0), ImageFormat::Png);
+    assert_eq!(a.upload(png, "one.png", "image/png").await.status(), 201);
+
+    let first = b.get("/image.png").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "etag"), "\"seq-1\"");
+    assert_eq!(header(&first, "cache-control"), "no-cache");
+    assert_eq!(header(&first, "x-content-type-options"), "nosniff");
+
+    let again = b
+        .client
+        .get(b.url("/image.png"))
+        .header("If-None-Match", "\"seq-1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(header(&again, "etag"), "\"seq-1\"");
+    assert!(again.bytes().await.unwrap().is_empty());
+
+    let png = encode(&rgb8(16, 16, 7), ImageFormat::Png);
+    assert_eq!(a.upload(png, "two.png", "image/png").await.status(), 201);
+    let changed = b
+        .client
+        .get(b.url("/image.png"))
+        .header("If-None-Match", "\"seq-1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_eq!(header(&changed, "etag"), "\"seq-2\"");
+}
+
+#[tokio::test]
+async fn concurrent_first_requests_all_get_the_image() {
+    let segment = fresh_segment();
+    let a = spawn_server(&segment);
+    let b = spawn_server(&segment);
+    let png = encode(&rgb8(300, 200, 3), ImageFormat::Png);
+    assert_eq!(a.upload(png, "one.png", "image/png").await.status(), 201);
+
+    let requests = (0..8).map(|_| {
+        let client = b.client.clone();
+        let url = b.url("/image.png");
+        tokio::spawn(async move {
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap()
+        })
+    });
+    let mut bodies = Vec::new();
+    for request in requests {
+        bodies.push(request.await.unwrap());
+    }
+    assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]));
+}

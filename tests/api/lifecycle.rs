@@ -1,0 +1,77 @@
+//! Starting, stopping and the segment's lifetime: the last server to stop removes it.
+
+use crate::helpers::{assert_same_pixels, encode, fresh_segment, rgb8, shm_files, spawn_server};
+use image::ImageFormat;
+use std::process::Command;
+
+#[tokio::test]
+async fn the_server_announces_its_address_and_segment_on_one_line() {
+    let segment = fresh_segment();
+    let a = spawn_server(&segment);
+
+    let port: u16 = a
+        .addr
+        .strip_prefix("127.0.0.1:")
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("a loopback address and port: {}", a.addr));
+    assert_ne!(port, 0);
+    assert_eq!(
+        a.startup_line,
+        format!("listening on http://127.0.0.1:{port} (segment \"{segment}\")")
+    );
+}
+
+#[test]
+fn a_bad_segment_name_stops_the_server_with_a_clear_message() {
+    for (name, reason) in [
+        ("bad/name", "use only letters, digits"),
+        ("much-too-long-for-a-segment", "at most 12"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_shmimage"))
+            .args(["--port", "0", "--segment", name])
+            .output()
+            .expect("run shmimage");
+
+        assert!(!output.status.success(), "{name:?} was accepted");
+        assert!(output.stdout.is_empty(), "no startup line for {name:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--segment"), "{stderr}");
+        assert!(stderr.contains(reason), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_image_outlives_a_stopped_server_and_the_last_one_removes_the_segment() {
+    let segment = fresh_segment();
+    let mut a = spawn_server(&segment);
+    let mut b = spawn_server(&segment);
+    let picture = rgb8(50, 40, 2);
+    let response = a
+        .upload(encode(&picture, ImageFormat::Png), "kept.png", "image/png")
+        .await;
+    assert_eq!(response.status(), 201);
+    assert!(
+        !shm_files(&segment).is_empty(),
+        "the segment is in /dev/shm"
+    );
+
+    let status = a.stop();
+    assert!(status.success(), "A stops cleanly on SIGTERM: {status}");
+
+    assert_same_pixels(&b.shared_image().await, &picture);
+    assert_eq!(
+        b.segment_state().await["attached"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let status = b.stop_with(libc::SIGINT);
+    assert!(status.success(), "B stops cleanly on SIGINT: {status}");
+    assert_eq!(
+        shm_files(&segment),
+        Vec::<String>::new(),
+        "left in /dev/shm"
+    );
+}
