@@ -9,6 +9,6 @@
 //! - [`web`]: the HTTP server: routes, page templates, errors.
 //! - [`config`]: command-line and environment configuration.
 
-pub mod raster;
 pub mod imaging;
+pub mod raster;
 pub mod segment;
