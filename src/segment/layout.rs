@@ -138,7 +138,8 @@ pub struct ControlHeader {
     pub state: AtomicU64,
     /// The generation number the next data object will get. Changed under the lock.
     pub next_generation: AtomicU32,
-    _reserved: AtomicU32,
+    /// How many times a locker found the lock's holder dead and recovered it.
+    pub lock_recoveries: AtomicU32,
     pub created_at_ns: AtomicU64,
     pub slots: [SlotRecord; 2],
     pub attachments: [AttachmentRecord; ATTACHMENT_ENTRIES],

@@ -27,7 +27,7 @@
 //!     20     4  notify           futex word, +1 after every published write
 //!     24     8  state            seq << 1 | active slot  (seq 0 = no image yet)
 //!     32     4  next_generation  number for the next data object
-//!     36     4  (reserved)
+//!     36     4  lock_recoveries  times a locker found the lock's holder dead
 //!     40     8  created_at_ns
 //!     48   224  slots[2]         generation, format, width, height, capacity, byte_len,
 //!                                seq, written_at_ns, writer_pid, writer_label (48 bytes)
@@ -209,6 +209,8 @@ pub struct SegmentState {
     pub image: Option<ImageInfo>,
     /// The processes attached now.
     pub attached: Vec<Attachment>,
+    /// How many times a process found the lock's holder dead and recovered the lock.
+    pub lock_recoveries: u32,
 }
 
 /// A process's attachment to a named image segment. Dropping it detaches; the last process to
@@ -486,6 +488,7 @@ impl Segment {
                 .as_ref()
                 .map(|(slot, _)| ImageInfo::from_slot(slot)),
             attached: self.attachments(),
+            lock_recoveries: self.header().lock_recoveries.load(Ordering::Relaxed),
         })
     }
 
@@ -514,6 +517,13 @@ impl Segment {
     pub fn detach(mut self) -> Result<bool, SegmentError> {
         self.detached = true;
         self.detach_inner()
+    }
+
+    /// Takes the segment lock and holds it until the returned guard is dropped. For tests that
+    /// kill a process while it holds the lock; the product never needs it.
+    #[doc(hidden)]
+    pub fn lock_for_test(&self) -> Result<impl Drop + '_, SegmentError> {
+        self.lock()
     }
 
     // ----- internals -----
@@ -559,6 +569,9 @@ impl Segment {
                 segment = %self.name,
                 "a process died holding the segment lock; discarding its unfinished write"
             );
+            self.header()
+                .lock_recoveries
+                .fetch_add(1, Ordering::Relaxed);
             // It may have published without waking anyone, and left a half-made generation.
             self.notify_waiters();
             self.remove_unreferenced_data_objects();
