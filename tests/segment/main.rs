@@ -371,3 +371,38 @@ fn waiting_for_a_change_wakes_when_another_process_writes() {
         tagged_raster(ImageId(77))
     );
 }
+
+#[test]
+fn processes_attaching_at_the_same_moment_share_one_segment() {
+    let name = fresh_name();
+    let mut children: Vec<Child> = (0..6)
+        .map(|_| Child::spawn(&name, Role::ReadThenWait))
+        .collect();
+    for child in &mut children {
+        child.expect("read none");
+    }
+    let parent = attach(&name);
+    assert_eq!(parent.state().unwrap().attached.len(), 7);
+    parent.write(&tagged_raster(ImageId(5))).unwrap();
+    for child in &mut children {
+        child.send("read");
+        child.expect("read 5");
+    }
+}
+
+#[test]
+fn segment_objects_are_private_to_their_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let name = fresh_name();
+    let segment = attach(&name);
+    segment.write(&tagged_raster(ImageId(1))).unwrap();
+    let objects = leftover_objects(&name);
+    assert_eq!(objects.len(), 2);
+    for object in objects {
+        let mode = std::fs::metadata(format!("/dev/shm/{object}"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{object}");
+    }
+}
