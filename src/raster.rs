@@ -211,7 +211,10 @@ mod tests {
 
     #[test]
     fn byte_len_reports_overflow_instead_of_wrapping() {
-        assert_eq!(PixelFormat::Rgba8.byte_len(3840, 2160), Some(3840 * 2160 * 4));
+        assert_eq!(
+            PixelFormat::Rgba8.byte_len(3840, 2160),
+            Some(3840 * 2160 * 4)
+        );
         assert_eq!(PixelFormat::Rgba16.byte_len(u32::MAX, u32::MAX), None);
     }
 
@@ -220,7 +223,11 @@ mod tests {
         assert!(Raster::new(2, 2, PixelFormat::Rgb8, vec![0; 12]).is_ok());
         assert!(matches!(
             Raster::new(2, 2, PixelFormat::Rgb8, vec![0; 11]),
-            Err(RasterError::LengthMismatch { expected: 12, actual: 11, .. })
+            Err(RasterError::LengthMismatch {
+                expected: 12,
+                actual: 11,
+                ..
+            })
         ));
         assert!(matches!(
             Raster::new(0, 2, PixelFormat::Rgb8, vec![]),

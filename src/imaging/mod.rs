@@ -22,12 +22,15 @@ pub struct Decoded {
 pub enum DecodeError {
     #[error("the upload is empty: choose an image file")]
     Empty,
-    #[error(
-        "the file is not an image this server can read: PNG, JPEG, GIF, WebP, BMP or TIFF"
-    )]
+    #[error("the file is not an image this server can read: PNG, JPEG, GIF, WebP, BMP or TIFF")]
     NotAnImage,
-    #[error("the {format} image is corrupt or truncated ({detail}); check the file and upload it again")]
-    Corrupt { format: &'static str, detail: String },
+    #[error(
+        "the {format} image is corrupt or truncated ({detail}); check the file and upload it again"
+    )]
+    Corrupt {
+        format: &'static str,
+        detail: String,
+    },
     #[error(
         "the image is {width}x{height} ({pixels} pixels), more than the limit of {max_pixels} \
          pixels: make it smaller, or start the server with a larger --max-pixels"

@@ -93,6 +93,8 @@ pub enum Corruption {
     ExceedsPixelLimit { pixels: u64, max_pixels: u64 },
     #[error("its data generation {generation} is missing or does not match")]
     BadGeneration { generation: u32 },
-    #[error("its active slot is {slot}; only 0 and 1 exist")]
-    BadSlot { slot: u64 },
+    #[error("it publishes image {published} but the slot holds image {slot}")]
+    SeqMismatch { published: u64, slot: u64 },
+    #[error("its lock cannot be recovered")]
+    LockUnrecoverable,
 }

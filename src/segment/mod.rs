@@ -1,14 +1,137 @@
-//! The image segment: a named shared-memory store for one image (API skeleton; the
-//! implementation lands next).
+//! The image segment: a named shared-memory store for one image, shared by every process that
+//! attaches to the same name.
+//!
+//! It does the job of the `QSharedMemory` segment in Qt's example, without that example's
+//! failures: a larger image never gets truncated, a process that dies holding the lock does not
+//! hang the others, a writer that dies mid-copy never destroys the last complete image, and
+//! segments left behind by killed processes are reused or cleaned up at the next start.
+//!
+//! # Objects
+//!
+//! A segment named `demo` is a handful of POSIX shared-memory objects (Linux: files in
+//! `/dev/shm`, mode 0600):
+//!
+//! ```text
+//! /shmimage.demo            control object: header, slot records, registry, lock (one page-multiple)
+//! /shmimage.demo.0000000N   data object of generation N: a small header, then pixels
+//! ```
+//!
+//! # Control object layout (`layout::ControlHeader`, `#[repr(C)]`, native endian)
+//!
+//! ```text
+//! offset  size
+//!      0     8  magic            "SHMIMAGE"
+//!      8     4  version          layout version (1)
+//!     12     4  header_size      size_of::<ControlHeader>()
+//!     16     4  ready            READY once initialised
+//!     20     4  notify           futex word, +1 after every published write
+//!     24     8  state            seq << 1 | active slot  (seq 0 = no image yet)
+//!     32     4  next_generation  number for the next data object
+//!     36     4  lock_recoveries  times a locker found the lock's holder dead
+//!     40     8  created_at_ns
+//!     48   224  slots[2]         generation, format, width, height, capacity, byte_len,
+//!                                seq, written_at_ns, writer_pid, writer_label (48 bytes)
+//!    272  4096  attachments[64]  pid and label of each attached process
+//!   4368    40  lock             robust, process-shared pthread mutex
+//! ```
+//!
+//! Data object of generation N: `magic "SHMIDATA", generation, capacity` in its first bytes, and
+//! the pixels (tightly packed rows) from byte 4096 on, page-aligned.
+//!
+//! # Writing: two slots and a state word
+//!
+//! Each slot record names the data object that holds its pixels. The state word says which slot
+//! is published. A writer takes the lock, fills the *inactive* slot (growing its data object if
+//! needed: a new generation is created, reserved with `posix_fallocate`, recorded, and the old
+//! one unlinked), writes the slot's metadata, and only then publishes with one release store of
+//! `state = (seq + 1) << 1 | slot`. It then bumps `notify` and wakes futex waiters. A writer that
+//! fails or dies before that store leaves the published image untouched; one that dies after it
+//! has finished. Mappings never grow in place: other processes follow a slot to its new
+//! generation by name and drop mappings of generations no slot names any more.
+//!
+//! # Reading: optimistic copies, checked
+//!
+//! Readers do not lock. A reader loads `state` (acquire), validates the published slot's record
+//! and data object, copies the pixels out with a raw copy, then loads `state` again after an
+//! acquire fence. Writers only ever write the inactive slot, so if `state` is unchanged the copy
+//! is exactly the published image; otherwise the reader retries, and after a few lost races
+//! takes the lock, which keeps writers out while it copies.
+//!
+//! Every value read from shared memory is untrusted: magic, version, sizes, pixel format,
+//! dimensions (checked multiplication) and lengths are validated against the real size of the
+//! mapped objects before any copy, and a violation is a [`SegmentError::Corrupt`], never a panic
+//! or an out-of-bounds access.
+//!
+//! # The lock
+//!
+//! A robust, process-shared pthread mutex (see `lock`). When its holder dies, the next locker
+//! gets it back at once (`EOWNERDEAD`), wakes waiters in case the dead writer had published
+//! without notifying, and unlinks data objects that no slot names (a dead writer's half-made
+//! generation). The lock is held only for copies and never across an `.await`.
+//!
+//! # Lifetime
+//!
+//! Like `QSharedMemory`, a segment lives while any process is attached to it and is removed by
+//! the last one to detach. The kernel keeps the count honest even through `kill -9`: each
+//! attached process holds a shared open-file-description lock on byte 1 of the control object,
+//! released by the kernel when the process dies. Attaching and detaching happen under an
+//! exclusive lock on byte 0 (the gate). At detach, a process that can upgrade its byte-1 lock to
+//! exclusive is the last one, and unlinks every object of the segment. At attach, a process that
+//! can take byte 1 exclusively is the only one: it initialises a new or unusable control object,
+//! or reuses a valid one left by processes that were all killed (keeping their last image), and
+//! unlinks stale data objects. Byte 64 + i of the control object is held exclusively by the
+//! process registered in `attachments[i]`, so the list of attached processes is kept by the
+//! kernel too.
+//!
+//! # Notification
+//!
+//! [`Segment::seq`] is one atomic load. [`Segment::wait_for_change`] sleeps on the `notify` futex
+//! word until a writer in any process publishes, or a timeout passes.
 
 mod error;
+mod layout;
+mod lock;
 mod name;
+mod os;
 
-pub use error::SegmentError;
-pub use name::SegmentName;
+pub use error::{Corruption, SegmentError};
+pub use layout::{CONTROL_LEN, DATA_OFFSET};
+pub use name::{NameError, SegmentName};
+
+/// Fuzzing entry points: the checks applied to segment bytes, exposed for the fuzz target.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::layout::{HeaderFields, SlotFields};
+}
 
 use crate::raster::{PixelFormat, Raster};
-use std::time::{Duration, SystemTime};
+use layout::{
+    ATTACHMENT_ENTRIES, CONTROL_MAGIC, ControlHeader, DATA_MAGIC, DataFields, DataHeader,
+    HeaderFields, LAYOUT_VERSION, READY, SlotFields, SlotImage, pack_state, unpack_state,
+};
+use lock::{LockError, LockGuard, RobustMutex};
+use os::{LockKind, Mapping, OpenMode};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{Ordering, fence};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Byte of the control object locked exclusively while a process attaches or detaches.
+const GATE_BYTE: u64 = 0;
+/// Byte of the control object every attached process holds a shared lock on.
+const ATTACHED_BYTE: u64 = 1;
+/// Byte `REGISTRY_BYTE + i` is held by the process registered in `attachments[i]`.
+const REGISTRY_BYTE: u64 = 64;
+/// How long a writer waits for the lock before giving up with [`SegmentError::Busy`].
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lock-free read attempts before a reader takes the lock.
+const OPTIMISTIC_READS: usize = 4;
+/// Data objects are sized in multiples of this.
+const CAPACITY_GRANULE: u64 = 64 * 1024;
+/// No slot is trusted to be larger than this (1 TiB), whatever its record claims.
+const MAX_SLOT_CAPACITY: u64 = 1 << 40;
 
 /// Settings for [`Segment::attach`].
 #[derive(Debug, Clone)]
@@ -40,6 +163,21 @@ pub struct ImageInfo {
     pub writer_label: String,
 }
 
+impl ImageInfo {
+    fn from_slot(slot: &SlotImage) -> ImageInfo {
+        ImageInfo {
+            seq: slot.seq,
+            width: slot.width,
+            height: slot.height,
+            format: slot.format,
+            byte_len: slot.byte_len,
+            written_at: UNIX_EPOCH + Duration::from_nanos(slot.written_at_ns),
+            writer_pid: slot.writer_pid,
+            writer_label: slot.writer_label.clone(),
+        }
+    }
+}
+
 /// An image read from the segment: its pixels and what the segment says about them.
 #[derive(Debug, Clone)]
 pub struct StoredImage {
@@ -63,7 +201,7 @@ pub struct SegmentState {
     pub name: String,
     /// The OS name of the control object, e.g. `/shmimage.demo`.
     pub os_name: String,
-    /// Bytes one image slot can hold now (grows on demand).
+    /// Bytes the slot of the published image can hold (0 before the first image).
     pub slot_capacity: u64,
     /// Sequence number of the last completed write; 0 when none.
     pub seq: u64,
@@ -71,57 +209,808 @@ pub struct SegmentState {
     pub image: Option<ImageInfo>,
     /// The processes attached now.
     pub attached: Vec<Attachment>,
+    /// How many times a process found the lock's holder dead and recovered the lock.
+    pub lock_recoveries: u32,
 }
 
 /// A process's attachment to a named image segment. Dropping it detaches; the last process to
 /// detach removes the segment.
+///
+/// All methods take `&self` and may be called from several threads at once; those that copy
+/// pixels or take the lock block, so async code calls them through `spawn_blocking`.
 pub struct Segment {
-    _private: (),
+    name: SegmentName,
+    control_os_name: String,
+    /// Our own descriptor of the control object: it carries our record locks.
+    control_file: File,
+    control: Mapping,
+    lock: RobustMutex,
+    registry_entry: Option<usize>,
+    max_pixels: u64,
+    label: String,
+    /// Mappings of data objects, by generation.
+    data: Mutex<HashMap<u32, Arc<DataObject>>>,
+    detached: bool,
+}
+
+// SAFETY: the raw pointers inside (`control`'s mapping and the mutex pointer into it) point into
+// a MAP_SHARED mapping owned by this value, usable from any thread. Shared state is only touched
+// through atomics, the process-shared mutex, and raw copies whose races are resolved by the
+// state-word protocol described in the module docs, exactly as between processes.
+unsafe impl Send for Segment {}
+// SAFETY: see `Send`; every `&self` method is safe to call concurrently (the data-object cache
+// is behind a `Mutex`, and the robust mutex serialises writers across threads and processes).
+unsafe impl Sync for Segment {}
+
+/// A mapped data object: the pixels of one slot.
+struct DataObject {
+    generation: u32,
+    capacity: u64,
+    /// Our own descriptor, to check the object's real size before copying.
+    file: File,
+    mapping: Mapping,
+}
+
+impl DataObject {
+    fn pixels_ptr(&self) -> *mut u8 {
+        // SAFETY: the mapping is at least DATA_OFFSET + capacity bytes long (checked when it
+        // was created or opened), so the offset stays inside it.
+        unsafe { self.mapping.as_ptr().add(DATA_OFFSET as usize) }
+    }
+
+    /// Checks that the object has not been truncated under us, so that touching its first
+    /// `len` pixel bytes cannot raise SIGBUS (another process could still truncate it during
+    /// the copy; only a hostile process of the same user would).
+    fn check_len(&self, len: u64, segment: &str) -> Result<(), SegmentError> {
+        let actual = self
+            .file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|source| SegmentError::Os {
+                op: "fstat",
+                os_name: format!("generation {}", self.generation),
+                source,
+            })?;
+        let needed = DATA_OFFSET + len;
+        if actual < needed || (self.mapping.len() as u64) < needed {
+            return Err(SegmentError::Corrupt {
+                name: segment.to_owned(),
+                reason: Corruption::TooShort { actual, needed },
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one optimistic read.
+enum ReadAttempt<T> {
+    Done(T),
+    /// A writer published while we read: try again.
+    Raced,
 }
 
 impl Segment {
     /// The longest label kept.
-    pub const MAX_LABEL_LEN: usize = 48;
+    pub const MAX_LABEL_LEN: usize = layout::LABEL_MAX;
 
     /// Creates the segment or attaches to the existing one.
-    pub fn attach(_config: SegmentConfig) -> Result<Segment, SegmentError> {
-        todo!()
+    ///
+    /// Segments left by processes that all died are reused with their last image if their
+    /// header is valid, and re-initialised otherwise; their stale data objects are removed.
+    pub fn attach(config: SegmentConfig) -> Result<Segment, SegmentError> {
+        let os_name = config.name.control_os_name();
+        let os_err = |op: &'static str| {
+            let os_name = os_name.clone();
+            move |source: io::Error| SegmentError::Os {
+                op,
+                os_name,
+                source,
+            }
+        };
+        loop {
+            let file =
+                os::shm_open(&os_name, OpenMode::OpenOrCreate).map_err(os_err("shm_open"))?;
+            os::lock_byte(&file, GATE_BYTE, LockKind::Exclusive, true)
+                .map_err(os_err("locking the gate of"))?;
+            // The last process to detach may have unlinked the name between our open and our
+            // gate lock; then we hold a dead object and must start over.
+            match os::shm_open(&os_name, OpenMode::OpenExisting) {
+                Ok(current) if os::same_object(&file, &current).map_err(os_err("fstat"))? => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(os_err("shm_open")(e)),
+            }
+            let alone = os::lock_byte(&file, ATTACHED_BYTE, LockKind::Exclusive, false)
+                .map_err(os_err("locking"))?;
+            if alone {
+                prepare_unshared(&config.name, &file)?;
+            }
+            let control =
+                Mapping::open(&os_name).map_err(|e| os_err("mmap")(os::shmem_error(e)))?;
+            if control.len() < CONTROL_LEN {
+                return Err(SegmentError::Corrupt {
+                    name: config.name.to_string(),
+                    reason: Corruption::TooShort {
+                        actual: control.len() as u64,
+                        needed: CONTROL_LEN as u64,
+                    },
+                });
+            }
+            // SAFETY: the mapping is at least CONTROL_LEN >= size_of::<ControlHeader>() bytes,
+            // page-aligned, and lives as long as the Segment that owns it.
+            let lock = unsafe { RobustMutex::from_ptr(header_at(&control).lock.get()) };
+            let mut segment = Segment {
+                name: config.name.clone(),
+                control_os_name: os_name.clone(),
+                control_file: file,
+                control,
+                lock,
+                registry_entry: None,
+                max_pixels: config.max_pixels,
+                label: config.label.clone(),
+                data: Mutex::new(HashMap::new()),
+                detached: false,
+            };
+            // From here on, dropping `segment` on an error detaches it properly.
+            segment.check_header()?;
+            if alone {
+                segment.remove_unreferenced_data_objects();
+            }
+            os::lock_byte(
+                &segment.control_file,
+                ATTACHED_BYTE,
+                LockKind::Shared,
+                false,
+            )
+            .map_err(os_err("locking"))?;
+            segment.register();
+            os::lock_byte(&segment.control_file, GATE_BYTE, LockKind::Unlock, false)
+                .map_err(os_err("unlocking the gate of"))?;
+            return Ok(segment);
+        }
     }
 
     /// The user's name of the segment.
     pub fn name(&self) -> &SegmentName {
-        todo!()
+        &self.name
     }
 
     /// Stores `raster` as the segment's image and returns what the segment now says about it.
-    /// Blocks for the copy; call it off async threads.
-    pub fn write(&self, _raster: &Raster) -> Result<ImageInfo, SegmentError> {
-        todo!()
+    /// Blocks for the copy; call it off async threads. On any error the previous image stays.
+    pub fn write(&self, raster: &Raster) -> Result<ImageInfo, SegmentError> {
+        let pixels = raster.pixel_count();
+        if pixels > self.max_pixels {
+            return Err(SegmentError::TooManyPixels {
+                width: raster.width(),
+                height: raster.height(),
+                pixels,
+                max_pixels: self.max_pixels,
+            });
+        }
+        self.check_header()?;
+        let guard = self.lock()?;
+        let header = self.header();
+        let (seq, active) = unpack_state(header.state.load(Ordering::Acquire));
+        let target = if seq == 0 { 0 } else { 1 - active };
+        let len = raster.pixels().len() as u64;
+        let data = self.slot_storage(&guard, target, len)?;
+        data.check_len(len, self.name.as_str())?;
+        // SAFETY: `data` is at least DATA_OFFSET + len bytes long (checked just above) and the
+        // source is a live slice of exactly `len` bytes. Only lock holders write a slot, and
+        // `target` is not the published slot, so no reader will use these bytes before the
+        // state word below publishes them; readers that still copy from it see `state` change.
+        unsafe {
+            std::ptr::copy_nonoverlapping(raster.pixels().as_ptr(), data.pixels_ptr(), len as usize)
+        };
+        let record = &header.slots[target];
+        let written_at_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let new_seq = seq + 1;
+        record
+            .format
+            .store(raster.format().code(), Ordering::Relaxed);
+        record.width.store(raster.width(), Ordering::Relaxed);
+        record.height.store(raster.height(), Ordering::Relaxed);
+        record.byte_len.store(len, Ordering::Relaxed);
+        record.seq.store(new_seq, Ordering::Relaxed);
+        record.written_at_ns.store(written_at_ns, Ordering::Relaxed);
+        record
+            .writer_pid
+            .store(std::process::id(), Ordering::Relaxed);
+        record.writer_label.store(&self.label);
+        // Publish: everything above happens-before any reader's acquire load that sees this.
+        header
+            .state
+            .store(pack_state(new_seq, target), Ordering::Release);
+        self.notify_waiters();
+        drop(guard);
+        self.prune_mappings();
+        Ok(ImageInfo {
+            seq: new_seq,
+            width: raster.width(),
+            height: raster.height(),
+            format: raster.format(),
+            byte_len: len,
+            written_at: UNIX_EPOCH + Duration::from_nanos(written_at_ns),
+            writer_pid: std::process::id(),
+            writer_label: layout::LabelCell::truncated(&self.label).to_owned(),
+        })
     }
 
     /// The last complete image, or `None` if nothing was written yet. Blocks for the copy.
     pub fn read(&self) -> Result<Option<StoredImage>, SegmentError> {
-        todo!()
+        self.check_header()?;
+        for _ in 0..OPTIMISTIC_READS {
+            if let ReadAttempt::Done(image) = self.try_read()? {
+                self.prune_mappings();
+                return Ok(image);
+            }
+        }
+        // Writers keep publishing faster than we can copy: keep them out while we do.
+        let _guard = self.lock()?;
+        match self.try_read()? {
+            ReadAttempt::Done(image) => Ok(image),
+            ReadAttempt::Raced => Err(self.corrupt(Corruption::SeqMismatch {
+                published: self.seq(),
+                slot: self.seq(),
+            })),
+        }
     }
 
     /// What the segment holds now, without copying pixels.
     pub fn state(&self) -> Result<SegmentState, SegmentError> {
-        todo!()
+        self.check_header()?;
+        let mut published = None;
+        for _ in 0..OPTIMISTIC_READS {
+            if let ReadAttempt::Done(p) = self.try_published()? {
+                published = Some(p);
+                break;
+            }
+        }
+        let published = match published {
+            Some(p) => p,
+            None => {
+                let _guard = self.lock()?;
+                match self.try_published()? {
+                    ReadAttempt::Done(p) => p,
+                    ReadAttempt::Raced => None,
+                }
+            }
+        };
+        Ok(SegmentState {
+            name: self.name.to_string(),
+            os_name: self.control_os_name.clone(),
+            slot_capacity: published.as_ref().map_or(0, |(slot, _)| slot.capacity),
+            seq: published.as_ref().map_or(0, |(slot, _)| slot.seq),
+            image: published
+                .as_ref()
+                .map(|(slot, _)| ImageInfo::from_slot(slot)),
+            attached: self.attachments(),
+            lock_recoveries: self.header().lock_recoveries.load(Ordering::Relaxed),
+        })
     }
 
-    /// The sequence number of the last completed write (0 before the first). Lock-free.
+    /// The sequence number of the last completed write (0 before the first). One atomic load.
     pub fn seq(&self) -> u64 {
-        todo!()
+        unpack_state(self.header().state.load(Ordering::Acquire)).0
     }
 
     /// Blocks until the sequence number differs from `seen` or `timeout` passes; returns the
-    /// sequence number then.
-    pub fn wait_for_change(&self, _seen: u64, _timeout: Duration) -> u64 {
-        todo!()
+    /// sequence number then. Takes no lock: it sleeps on a futex that writers wake.
+    pub fn wait_for_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let notify = &self.header().notify;
+        loop {
+            let ticket = notify.load(Ordering::Acquire);
+            let seq = self.seq();
+            let now = Instant::now();
+            if seq != seen || now >= deadline {
+                return seq;
+            }
+            os::futex_wait(notify, ticket, deadline - now);
+        }
     }
 
     /// Detaches now, reporting whether this was the last process and removed the segment.
-    pub fn detach(self) -> Result<bool, SegmentError> {
-        todo!()
+    pub fn detach(mut self) -> Result<bool, SegmentError> {
+        self.detached = true;
+        self.detach_inner()
     }
+
+    /// Takes the segment lock and holds it until the returned guard is dropped. For tests that
+    /// kill a process while it holds the lock; the product never needs it.
+    #[doc(hidden)]
+    pub fn lock_for_test(&self) -> Result<impl Drop + '_, SegmentError> {
+        self.lock()
+    }
+
+    // ----- internals -----
+
+    fn header(&self) -> &ControlHeader {
+        header_at(&self.control)
+    }
+
+    fn corrupt(&self, reason: Corruption) -> SegmentError {
+        SegmentError::Corrupt {
+            name: self.name.to_string(),
+            reason,
+        }
+    }
+
+    fn os_error(&self, op: &'static str, os_name: &str, source: io::Error) -> SegmentError {
+        SegmentError::Os {
+            op,
+            os_name: os_name.to_owned(),
+            source,
+        }
+    }
+
+    /// Checks the header's identity fields, which another process could have overwritten.
+    fn check_header(&self) -> Result<(), SegmentError> {
+        HeaderFields::load(self.header())
+            .validate(self.control.len() as u64)
+            .map_err(|reason| self.corrupt(reason))
+    }
+
+    /// Takes the segment lock; if its previous holder died, cleans up after it first.
+    fn lock(&self) -> Result<LockGuard<'_>, SegmentError> {
+        let guard = self.lock.lock(LOCK_TIMEOUT).map_err(|e| match e {
+            LockError::TimedOut => SegmentError::Busy {
+                name: self.name.to_string(),
+                waited: LOCK_TIMEOUT,
+            },
+            LockError::Unrecoverable => self.corrupt(Corruption::LockUnrecoverable),
+            LockError::Os(source) => self.os_error("locking", &self.control_os_name, source),
+        })?;
+        if guard.previous_owner_died() {
+            tracing::warn!(
+                segment = %self.name,
+                "a process died holding the segment lock; discarding its unfinished write"
+            );
+            self.header()
+                .lock_recoveries
+                .fetch_add(1, Ordering::Relaxed);
+            // It may have published without waking anyone, and left a half-made generation.
+            self.notify_waiters();
+            self.remove_unreferenced_data_objects();
+        }
+        Ok(guard)
+    }
+
+    fn notify_waiters(&self) {
+        let notify = &self.header().notify;
+        notify.fetch_add(1, Ordering::Release);
+        os::futex_wake_all(notify);
+    }
+
+    /// One lock-free attempt to copy the published image.
+    fn try_read(&self) -> Result<ReadAttempt<Option<StoredImage>>, SegmentError> {
+        let header = self.header();
+        let state = header.state.load(Ordering::Acquire);
+        let (slot, data) = match self.try_published_at(state)? {
+            ReadAttempt::Done(Some(found)) => found,
+            ReadAttempt::Done(None) => return Ok(ReadAttempt::Done(None)),
+            ReadAttempt::Raced => return Ok(ReadAttempt::Raced),
+        };
+        let len = slot.byte_len as usize;
+        if let Err(e) = data.check_len(slot.byte_len, self.name.as_str()) {
+            return self.unless_raced(state, e);
+        }
+        let mut pixels = Vec::<u8>::with_capacity(len);
+        // SAFETY: the source range lies inside the data object's mapping (validated capacity
+        // >= byte_len, mapping and file length >= DATA_OFFSET + byte_len just checked); the
+        // destination has capacity `len` and is initialised by the copy before `set_len`. The
+        // bytes may be written concurrently by another process; that race is detected below
+        // by re-checking the state word, and the copy is then discarded.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.pixels_ptr(), pixels.as_mut_ptr(), len);
+            pixels.set_len(len);
+        }
+        fence(Ordering::Acquire);
+        if header.state.load(Ordering::Relaxed) != state {
+            return Ok(ReadAttempt::Raced);
+        }
+        let raster = Raster::new(slot.width, slot.height, slot.format, pixels).map_err(|_| {
+            self.corrupt(Corruption::EmptyImage {
+                width: slot.width,
+                height: slot.height,
+            })
+        })?;
+        Ok(ReadAttempt::Done(Some(StoredImage {
+            info: ImageInfo::from_slot(&slot),
+            raster,
+        })))
+    }
+
+    /// One lock-free attempt to read the published slot's metadata.
+    #[allow(clippy::type_complexity)]
+    fn try_published(
+        &self,
+    ) -> Result<ReadAttempt<Option<(SlotImage, Arc<DataObject>)>>, SegmentError> {
+        let state = self.header().state.load(Ordering::Acquire);
+        let attempt = self.try_published_at(state)?;
+        if self.header().state.load(Ordering::Acquire) != state {
+            return Ok(ReadAttempt::Raced);
+        }
+        Ok(attempt)
+    }
+
+    /// The published slot for `state` and its data object, validated.
+    #[allow(clippy::type_complexity)]
+    fn try_published_at(
+        &self,
+        state: u64,
+    ) -> Result<ReadAttempt<Option<(SlotImage, Arc<DataObject>)>>, SegmentError> {
+        let (seq, active) = unpack_state(state);
+        if seq == 0 {
+            return Ok(ReadAttempt::Done(None));
+        }
+        let fields = SlotFields::load(&self.header().slots[active]);
+        let slot = match fields.validate(seq, MAX_SLOT_CAPACITY) {
+            Ok(slot) => slot,
+            Err(reason) => return self.unless_raced(state, self.corrupt(reason)),
+        };
+        match self.data_object(slot.generation, slot.capacity) {
+            Ok(data) => Ok(ReadAttempt::Done(Some((slot, data)))),
+            Err(e) => self.unless_raced(state, e),
+        }
+    }
+
+    /// `Raced` if the state word moved on since `state` (the error was a writer's doing),
+    /// else the error.
+    fn unless_raced<T>(
+        &self,
+        state: u64,
+        error: SegmentError,
+    ) -> Result<ReadAttempt<T>, SegmentError> {
+        if self.header().state.load(Ordering::Acquire) != state {
+            Ok(ReadAttempt::Raced)
+        } else {
+            Err(error)
+        }
+    }
+
+    /// The mapped data object of `generation`, from the cache or opened and validated.
+    fn data_object(&self, generation: u32, capacity: u64) -> Result<Arc<DataObject>, SegmentError> {
+        let mut cache = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(data) = cache.get(&generation)
+            && data.capacity == capacity
+        {
+            return Ok(Arc::clone(data));
+        }
+        let os_name = self.name.data_os_name(generation);
+        let bad_generation = || self.corrupt(Corruption::BadGeneration { generation });
+        let file = match os::shm_open(&os_name, OpenMode::OpenExisting) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(bad_generation()),
+            Err(e) => return Err(self.os_error("shm_open", &os_name, e)),
+        };
+        let mapping = Mapping::open(&os_name)
+            .map_err(|e| self.os_error("mmap", &os_name, os::shmem_error(e)))?;
+        if (mapping.len() as u64) < DATA_OFFSET {
+            return Err(bad_generation());
+        }
+        // SAFETY: the mapping is at least DATA_OFFSET >= size_of::<DataHeader>() bytes and
+        // page-aligned; DataHeader is all atomics, so shared mutation through it is sound.
+        let data_header = unsafe { &*(mapping.as_ptr() as *const DataHeader) };
+        DataFields::load(data_header)
+            .validate(generation, capacity, mapping.len() as u64)
+            .map_err(|reason| self.corrupt(reason))?;
+        let data = Arc::new(DataObject {
+            generation,
+            capacity,
+            file,
+            mapping,
+        });
+        cache.insert(generation, Arc::clone(&data));
+        Ok(data)
+    }
+
+    /// The data object slot `target` writes into, with room for `len` bytes of pixels: the
+    /// slot's current one, or a new generation sized for `len`. Called with the lock held.
+    fn slot_storage(
+        &self,
+        _guard: &LockGuard<'_>,
+        target: usize,
+        len: u64,
+    ) -> Result<Arc<DataObject>, SegmentError> {
+        let header = self.header();
+        let record = &header.slots[target];
+        let old_generation = record.generation.load(Ordering::Relaxed);
+        let old_capacity = record.capacity.load(Ordering::Relaxed);
+        let capacity = len.max(1).next_multiple_of(CAPACITY_GRANULE);
+        let fits = old_capacity >= len;
+        // Give memory back when an image needs far less than the slot holds.
+        let oversized = old_capacity > 4 * capacity && old_capacity - capacity > 16 << 20;
+        if old_generation != 0 && fits && !oversized {
+            match self.data_object(old_generation, old_capacity) {
+                Ok(data) => return Ok(data),
+                Err(e) => tracing::warn!(
+                    segment = %self.name, error = %e,
+                    "replacing the unusable data object of an inactive slot"
+                ),
+            }
+        }
+        // The slot is not published, so nobody needs its old object: forget it first, so that
+        // its memory can come back before we reserve the new one.
+        record.generation.store(0, Ordering::Relaxed);
+        record.capacity.store(0, Ordering::Relaxed);
+        if old_generation != 0 {
+            let _ = os::shm_unlink(&self.name.data_os_name(old_generation));
+            self.data
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&old_generation);
+        }
+        let mut generation = header.next_generation.load(Ordering::Relaxed);
+        if generation == 0 {
+            generation = 1;
+        }
+        header
+            .next_generation
+            .store(generation.wrapping_add(1).max(1), Ordering::Relaxed);
+        let data = self.create_data_object(generation, capacity)?;
+        record.capacity.store(capacity, Ordering::Relaxed);
+        record.generation.store(generation, Ordering::Relaxed);
+        self.data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(generation, Arc::clone(&data));
+        Ok(data)
+    }
+
+    /// Creates, reserves and maps data object `generation` with room for `capacity` bytes.
+    fn create_data_object(
+        &self,
+        generation: u32,
+        capacity: u64,
+    ) -> Result<Arc<DataObject>, SegmentError> {
+        let os_name = self.name.data_os_name(generation);
+        let total = DATA_OFFSET + capacity;
+        let file = match os::shm_open(&os_name, OpenMode::CreateNew) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Left by a writer that died before recording it: nobody uses it.
+                let _ = os::shm_unlink(&os_name);
+                os::shm_open(&os_name, OpenMode::CreateNew)
+                    .map_err(|e| self.os_error("shm_open", &os_name, e))?
+            }
+            Err(e) => return Err(self.os_error("shm_open", &os_name, e)),
+        };
+        let reserved = file.set_len(total).and_then(|()| os::reserve(&file, total));
+        if let Err(source) = reserved {
+            let _ = os::shm_unlink(&os_name);
+            return Err(match source.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::ENOMEM) => {
+                    SegmentError::OutOfSharedMemory {
+                        os_name,
+                        needed: total,
+                        source,
+                    }
+                }
+                _ => self.os_error("reserving memory for", &os_name, source),
+            });
+        }
+        let mapping = match Mapping::open(&os_name) {
+            Ok(m) if m.len() as u64 >= total => m,
+            Ok(_) => {
+                let _ = os::shm_unlink(&os_name);
+                return Err(self.corrupt(Corruption::BadGeneration { generation }));
+            }
+            Err(e) => {
+                let _ = os::shm_unlink(&os_name);
+                return Err(self.os_error("mmap", &os_name, os::shmem_error(e)));
+            }
+        };
+        // SAFETY: the mapping is at least DATA_OFFSET bytes (checked), page-aligned, and
+        // DataHeader is all atomics.
+        let data_header = unsafe { &*(mapping.as_ptr() as *const DataHeader) };
+        data_header.generation.store(generation, Ordering::Relaxed);
+        data_header.capacity.store(capacity, Ordering::Relaxed);
+        data_header.magic.store(DATA_MAGIC, Ordering::Release);
+        Ok(Arc::new(DataObject {
+            generation,
+            capacity,
+            file,
+            mapping,
+        }))
+    }
+
+    /// Unlinks this segment's data objects that no slot names: half-made generations of
+    /// writers that died. Called with the lock held, or while no other process is attached.
+    fn remove_unreferenced_data_objects(&self) {
+        let header = self.header();
+        let referenced: Vec<String> = header
+            .slots
+            .iter()
+            .map(|slot| slot.generation.load(Ordering::Relaxed))
+            .filter(|&g| g != 0)
+            .map(|g| self.name.data_os_name(g))
+            .collect();
+        for os_name in data_objects_of(&self.name) {
+            if !referenced.contains(&os_name) {
+                tracing::info!(object = %os_name, "removing a stale data object");
+                let _ = os::shm_unlink(&os_name);
+            }
+        }
+    }
+
+    /// Drops our mappings of generations that no slot names any more, so their memory can be
+    /// freed once every process has done the same.
+    fn prune_mappings(&self) {
+        let header = self.header();
+        let live = [
+            header.slots[0].generation.load(Ordering::Relaxed),
+            header.slots[1].generation.load(Ordering::Relaxed),
+        ];
+        self.data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|generation, _| live.contains(generation));
+    }
+
+    /// Claims a free entry of the registry of attached processes (none if all are taken).
+    fn register(&mut self) {
+        for (i, record) in self.header().attachments.iter().enumerate() {
+            if let Ok(true) = os::lock_byte(
+                &self.control_file,
+                REGISTRY_BYTE + i as u64,
+                LockKind::Exclusive,
+                false,
+            ) {
+                record.label.store(&self.label);
+                record.pid.store(std::process::id(), Ordering::Release);
+                self.registry_entry = Some(i);
+                return;
+            }
+        }
+        tracing::warn!(segment = %self.name, "more than {ATTACHMENT_ENTRIES} processes attached; this one is not listed");
+    }
+
+    /// The processes attached now, as the kernel's record locks say.
+    fn attachments(&self) -> Vec<Attachment> {
+        let mut attached = Vec::new();
+        for (i, record) in self.header().attachments.iter().enumerate() {
+            let is_self = self.registry_entry == Some(i);
+            let held = is_self
+                || os::byte_locked_by_other(&self.control_file, REGISTRY_BYTE + i as u64)
+                    .unwrap_or(false);
+            if held {
+                attached.push(Attachment {
+                    pid: record.pid.load(Ordering::Acquire),
+                    label: record.label.load().decode(),
+                    is_self,
+                });
+            }
+        }
+        attached
+    }
+
+    fn detach_inner(&mut self) -> Result<bool, SegmentError> {
+        let file = &self.control_file;
+        let os_err = |op| {
+            let os_name = self.control_os_name.clone();
+            move |source| SegmentError::Os {
+                op,
+                os_name,
+                source,
+            }
+        };
+        os::lock_byte(file, GATE_BYTE, LockKind::Exclusive, true)
+            .map_err(os_err("locking the gate of"))?;
+        if let Some(i) = self.registry_entry.take() {
+            self.header().attachments[i].pid.store(0, Ordering::Release);
+            let _ = os::lock_byte(file, REGISTRY_BYTE + i as u64, LockKind::Unlock, false);
+        }
+        let last = os::lock_byte(file, ATTACHED_BYTE, LockKind::Exclusive, false)
+            .map_err(os_err("locking"))?;
+        self.data.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        if last {
+            for os_name in data_objects_of(&self.name) {
+                let _ = os::shm_unlink(&os_name);
+            }
+            os::shm_unlink(&self.control_os_name).map_err(os_err("shm_unlink"))?;
+        }
+        // Closing our descriptor (when the Segment is dropped) releases every lock; release
+        // them now so that a process waiting at the gate need not wait for the drop.
+        let _ = os::lock_byte(file, ATTACHED_BYTE, LockKind::Unlock, false);
+        let _ = os::lock_byte(file, GATE_BYTE, LockKind::Unlock, false);
+        Ok(last)
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if !self.detached
+            && let Err(e) = self.detach_inner()
+        {
+            tracing::error!(segment = %self.name, error = %e, "detaching from the segment failed");
+        }
+    }
+}
+
+/// The control header at the start of `control`.
+fn header_at(control: &Mapping) -> &ControlHeader {
+    debug_assert!(control.len() >= CONTROL_LEN);
+    // SAFETY: every Mapping of a control object is checked to be at least CONTROL_LEN bytes
+    // before this is called (attach refuses shorter ones), mappings are page-aligned, and the
+    // header consists only of atomics and an UnsafeCell, so a shared reference to it is sound
+    // even though other processes change it.
+    unsafe { &*(control.as_ptr() as *const ControlHeader) }
+}
+
+/// The names of every data object of segment `name` that exists now.
+fn data_objects_of(name: &SegmentName) -> Vec<String> {
+    let prefix = format!("{}.", name.control_os_name());
+    os::list_objects(&prefix).unwrap_or_default()
+}
+
+/// Makes the control object in `file` usable while no other process is attached: keeps a
+/// valid one as it is (a previous run's last image survives), and initialises a new, short or
+/// unusable one, removing every data object of the segment.
+fn prepare_unshared(name: &SegmentName, file: &File) -> Result<(), SegmentError> {
+    let os_name = name.control_os_name();
+    let os_err = |op: &'static str| {
+        let os_name = os_name.clone();
+        move |source: io::Error| SegmentError::Os {
+            op,
+            os_name,
+            source,
+        }
+    };
+    let len = file.metadata().map_err(os_err("fstat"))?.len();
+    if len >= CONTROL_LEN as u64 {
+        let control = Mapping::open(&os_name).map_err(|e| os_err("mmap")(os::shmem_error(e)))?;
+        if control.len() >= CONTROL_LEN
+            && HeaderFields::load(header_at(&control))
+                .validate(control.len() as u64)
+                .is_ok()
+        {
+            tracing::info!(segment = %name, "reusing a segment left by processes that are gone");
+            return Ok(());
+        }
+        tracing::warn!(segment = %name, "re-initialising an unusable segment left behind");
+    }
+    for data in data_objects_of(name) {
+        let _ = os::shm_unlink(&data);
+    }
+    // Zero the object, then size and reserve it.
+    file.set_len(0).map_err(os_err("ftruncate"))?;
+    file.set_len(CONTROL_LEN as u64)
+        .map_err(os_err("ftruncate"))?;
+    os::reserve(file, CONTROL_LEN as u64).map_err(|source| SegmentError::OutOfSharedMemory {
+        os_name: os_name.clone(),
+        needed: CONTROL_LEN as u64,
+        source,
+    })?;
+    let control = Mapping::open(&os_name).map_err(|e| os_err("mmap")(os::shmem_error(e)))?;
+    if control.len() < CONTROL_LEN {
+        return Err(SegmentError::Corrupt {
+            name: name.to_string(),
+            reason: Corruption::TooShort {
+                actual: control.len() as u64,
+                needed: CONTROL_LEN as u64,
+            },
+        });
+    }
+    let header = header_at(&control);
+    // SAFETY: the lock lies inside the mapping, is aligned (repr(C) header at a page-aligned
+    // address), and no other process can use it: they wait at the gate we hold.
+    unsafe { RobustMutex::init(header.lock.get()) }.map_err(os_err("initialising the lock of"))?;
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    header.magic.store(CONTROL_MAGIC, Ordering::Relaxed);
+    header.version.store(LAYOUT_VERSION, Ordering::Relaxed);
+    header.header_size.store(
+        std::mem::size_of::<ControlHeader>() as u32,
+        Ordering::Relaxed,
+    );
+    header.created_at_ns.store(now_ns, Ordering::Relaxed);
+    header.next_generation.store(1, Ordering::Relaxed);
+    header.ready.store(READY, Ordering::Release);
+    Ok(())
 }

@@ -22,10 +22,12 @@ pub enum NameError {
         "the segment name {name:?} is {len} characters long; at most {max} are allowed, so that \
          the shared-memory names derived from it fit every OS"
     )]
-    TooLong { name: String, len: usize, max: usize },
-    #[error(
-        "the segment name {name:?} contains {ch:?}; use only letters, digits, '_' and '-'"
-    )]
+    TooLong {
+        name: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("the segment name {name:?} contains {ch:?}; use only letters, digits, '_' and '-'")]
     BadCharacter { name: String, ch: char },
 }
 
