@@ -6,7 +6,7 @@ use clap::Parser;
 use shmimage::config::Config;
 use shmimage::segment::{Segment, SegmentConfig};
 use shmimage::web::{self, AppState};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -17,6 +17,7 @@ async fn main() -> ExitCode {
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     match serve(config).await {
@@ -63,6 +64,8 @@ async fn serve(config: Config) -> Result<(), String> {
     let segment = Arc::new(segment);
     let state = AppState::new(Arc::clone(&segment), config.limits());
 
+    let shutdown = web::shutdown_signal()
+        .map_err(|error| format!("cannot listen for SIGINT and SIGTERM: {error}"))?;
     let announced = announce(&format!(
         "listening on http://{addr} (segment \"{}\")",
         config.segment
@@ -70,7 +73,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let served = match announced {
         Ok(()) => {
             tracing::info!(%addr, segment = %config.segment, "serving");
-            web::run(listener, state, web::shutdown_signal())
+            web::run(listener, state, shutdown)
                 .await
                 .map_err(|error| format!("the server stopped: {error}"))
         }

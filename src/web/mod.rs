@@ -146,30 +146,19 @@ pub async fn run(
         .await
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for SIGINT: {error}");
-            std::future::pending::<()>().await;
+/// Starts listening for SIGINT (Ctrl-C) and SIGTERM now, and returns a future that completes
+/// on the first of them. Call it before announcing the server, so that a signal arriving right
+/// after the announcement still shuts it down gracefully instead of killing it.
+pub fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received: finishing running requests"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received: finishing running requests"),
         }
-    };
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(error) => {
-                tracing::error!("cannot listen for SIGTERM: {error}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received: finishing running requests"),
-        () = terminate => tracing::info!("SIGTERM received: finishing running requests"),
-    }
+    })
 }
 
 /// Runs blocking segment or image work on tokio's blocking threads and turns a panic there into

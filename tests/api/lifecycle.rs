@@ -7,7 +7,7 @@ use std::process::Command;
 #[tokio::test]
 async fn the_server_announces_its_address_and_segment_on_one_line() {
     let segment = fresh_segment();
-    let a = spawn_server(&segment);
+    let mut a = spawn_server(&segment);
 
     let port: u16 = a
         .addr
@@ -19,6 +19,11 @@ async fn the_server_announces_its_address_and_segment_on_one_line() {
         a.startup_line,
         format!("listening on http://127.0.0.1:{port} (segment \"{segment}\")")
     );
+
+    // A signal right after the announcement still finds the handlers in place.
+    let status = a.stop();
+    assert!(status.success(), "{status}");
+    assert_eq!(shm_files(&segment), Vec::<String>::new(), "left in /dev/shm");
 }
 
 #[test]
