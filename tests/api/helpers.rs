@@ -210,49 +210,55 @@ impl TestServer {
         response.json().await.expect("JSON from /api/segment")
     }
 
-    /// Sends `signal` and waits for the process to exit; SIGKILL if it takes too long.
+    /// Sends `signal` and waits for the process to exit; fails the test if it does not exit
+    /// within [`PATIENCE`] (it is killed then).
     pub fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return status;
-        }
-        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
-        // SAFETY: kill(2) only sends a signal. `pid` is our own child, not yet reaped (try_wait
-        // above saw it running), so the pid cannot have been reused by another process.
-        let sent = unsafe { libc::kill(pid, signal) };
-        assert_eq!(sent, 0, "kill({pid}, {signal}) failed");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return status,
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = self.child.kill();
-                    let status = self.child.wait().expect("wait for the killed server");
-                    panic!(
-                        "the server did not stop within {PATIENCE:?} of signal {signal} \
-                         ({status}); its log:\n{}",
-                        self.log()
-                    );
-                }
-            }
-        }
+        self.terminate(signal)
+            .unwrap_or_else(|problem| panic!("{problem}; its log:\n{}", self.log()))
     }
 
     /// SIGTERM, then wait.
     pub fn stop(&mut self) -> ExitStatus {
         self.stop_with(libc::SIGTERM)
     }
+
+    /// Sends `signal` and waits for the exit status; SIGKILL after [`PATIENCE`]. Never panics.
+    fn terminate(&mut self, signal: libc::c_int) -> Result<ExitStatus, String> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Ok(status);
+        }
+        let pid = libc::pid_t::try_from(self.child.id()).map_err(|e| e.to_string())?;
+        // SAFETY: kill(2) only sends a signal. `pid` is our own child, not yet reaped (try_wait
+        // above saw it running), so the pid cannot have been reused by another process.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(format!("kill({pid}, {signal}) failed"));
+        }
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = self.child.kill();
+                    let status = self.child.wait();
+                    return Err(format!(
+                        "the server did not stop within {PATIENCE:?} of signal {signal} and was \
+                         killed ({status:?})"
+                    ));
+                }
+            }
+        }
+    }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        let stopped = self.terminate(libc::SIGTERM);
         if thread::panicking() {
             eprintln!("--- log of the server at {} ---\n{}", self.addr, self.log());
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            return;
+        } else if let Err(problem) = stopped {
+            panic!("{problem}; its log:\n{}", self.log());
         }
-        self.stop();
     }
 }
 
@@ -299,8 +305,11 @@ pub fn unescape_html(html: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&#39;", "'")
         .replace("&#x27;", "'")
+        .replace("&#60;", "<")
         .replace("&lt;", "<")
+        .replace("&#62;", ">")
         .replace("&gt;", ">")
+        .replace("&#38;", "&")
         .replace("&amp;", "&")
 }
 

@@ -23,7 +23,11 @@ async fn the_server_announces_its_address_and_segment_on_one_line() {
     // A signal right after the announcement still finds the handlers in place.
     let status = a.stop();
     assert!(status.success(), "{status}");
-    assert_eq!(shm_files(&segment), Vec::<String>::new(), "left in /dev/shm");
+    assert_eq!(
+        shm_files(&segment),
+        Vec::<String>::new(),
+        "left in /dev/shm"
+    );
 }
 
 #[test]
