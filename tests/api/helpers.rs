@@ -73,10 +73,18 @@ pub fn spawn_server(segment: &str) -> TestServer {
 /// Starts a server with `--port 0 --segment SEGMENT` and `extra` arguments, and waits for its
 /// startup line.
 pub fn spawn_server_with(segment: &str, extra: &[&str]) -> TestServer {
+    let mut args = vec!["--port", "0", "--segment", segment];
+    args.extend_from_slice(extra);
+    spawn_command(&args, &[])
+}
+
+/// Starts a server with exactly `args` and the environment variables `envs`, and waits for its
+/// startup line.
+pub fn spawn_command(args: &[&str], envs: &[(&str, &str)]) -> TestServer {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shmimage"))
-        .args(["--port", "0", "--segment", segment])
-        .args(extra)
+        .args(args)
         .env_remove("RUST_LOG")
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,8 +1,12 @@
 //! Starting, stopping and the segment's lifetime: the last server to stop removes it.
 
-use crate::helpers::{assert_same_pixels, encode, fresh_segment, rgb8, shm_files, spawn_server};
+use crate::helpers::{
+    assert_same_pixels, encode, fresh_segment, rgb8, shm_files, spawn_command, spawn_server,
+    spawn_server_with,
+};
 use image::ImageFormat;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn the_server_announces_its_address_and_segment_on_one_line() {
@@ -28,6 +32,44 @@ async fn the_server_announces_its_address_and_segment_on_one_line() {
         Vec::<String>::new(),
         "left in /dev/shm"
     );
+}
+
+#[tokio::test]
+async fn settings_can_come_from_the_environment() {
+    let segment = fresh_segment();
+    let a = spawn_command(
+        &[],
+        &[
+            ("SHMIMAGE_PORT", "0"),
+            ("SHMIMAGE_SEGMENT", &segment),
+            ("SHMIMAGE_MAX_PIXELS", "100"),
+        ],
+    );
+    assert!(
+        a.startup_line
+            .ends_with(&format!("(segment \"{segment}\")")),
+        "{}",
+        a.startup_line
+    );
+
+    let png = encode(&rgb8(20, 20, 0), ImageFormat::Png);
+    assert_eq!(a.upload(png, "x.png", "image/png").await.status(), 413);
+}
+
+#[tokio::test]
+async fn listening_beyond_loopback_logs_a_warning() {
+    let a = spawn_server_with(&fresh_segment(), &["--bind", "0.0.0.0"]);
+
+    assert!(
+        a.startup_line.starts_with("listening on http://0.0.0.0:"),
+        "{}",
+        a.startup_line
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.log().contains("not a loopback address") {
+        assert!(Instant::now() < deadline, "no warning in:\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[test]
