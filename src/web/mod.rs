@@ -119,10 +119,6 @@ pub fn app(state: AppState) -> Router {
         .nest_service("/static", ServeDir::new(STATIC_DIR))
         .fallback(error::not_found)
         .with_state(state)
-        .layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static("x-content-type-options"),
-            HeaderValue::from_static("nosniff"),
-        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -133,6 +129,11 @@ pub fn app(state: AppState) -> Router {
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        // Outermost, so timeouts and caught panics carry the header too.
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes, then lets running requests finish.
