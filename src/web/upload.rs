@@ -8,6 +8,7 @@
 use super::error::Reply;
 use super::{AppError, AppState, blocking};
 use crate::imaging::{self, DecodeLimits};
+use crate::raster::Raster;
 use crate::segment::ImageInfo;
 use axum::Json;
 use axum::body::Bytes;
@@ -125,17 +126,11 @@ async fn store(
             info.height,
             info.format
         );
-        let thumbnail = want_thumbnail
-            .then(
-                || match imaging::thumbnail_png(&decoded.raster, THUMBNAIL_SIDE) {
-                    Ok(png) => Some(format!("data:image/png;base64,{}", STANDARD.encode(png))),
-                    Err(error) => {
-                        tracing::warn!("no preview for image {}: {error}", info.seq);
-                        None
-                    }
-                },
-            )
-            .flatten();
+        let thumbnail = if want_thumbnail {
+            preview(&decoded.raster, info.seq)
+        } else {
+            None
+        };
         Ok((info, thumbnail))
     })
     .await?;
@@ -146,6 +141,17 @@ async fn store(
         });
     }
     Ok((upload.file_name, info))
+}
+
+/// A `data:image/png;base64,...` preview of `raster`, or `None` (logged) if none can be made.
+fn preview(raster: &Raster, seq: u64) -> Option<String> {
+    match imaging::thumbnail_png(raster, THUMBNAIL_SIDE) {
+        Ok(png) => Some(format!("data:image/png;base64,{}", STANDARD.encode(png))),
+        Err(error) => {
+            tracing::warn!("no preview for image {seq}: {error}");
+            None
+        }
+    }
 }
 
 /// The upload's bytes, from a multipart form or from the raw body.
