@@ -251,6 +251,11 @@ fn decode_error(container: &'static str, error: ImageError) -> DecodeError {
         ImageError::Parameter(parameter) => parameter.to_string(),
         ImageError::Encoding(encoding) => encoding.to_string(),
     };
+    // Some decoders end their messages with a line break; the detail sits inside a sentence.
+    let detail = match detail.trim() {
+        "" => "the decoder gave no reason".to_owned(),
+        trimmed => trimmed.to_owned(),
+    };
     DecodeError::Corrupt {
         format: container,
         detail,
@@ -854,7 +859,7 @@ mod tests {
                 match result {
                     Err(DecodeError::Corrupt { format, ref detail }) => {
                         assert_eq!(format, container);
-                        assert!(!detail.is_empty());
+                        assert!(!detail.is_empty() && detail.trim() == detail, "{detail:?}");
                     }
                     other => panic!("{container} cut at {cut} of {}: {other:?}", file.len()),
                 }

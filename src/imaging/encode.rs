@@ -10,10 +10,14 @@ use image::{ExtendedColorType, ImageEncoder};
 use super::EncodeError;
 use crate::raster::{PixelFormat, Raster};
 
-/// The PNG row filter. On photo-like content (gradients plus noise) with fast compression,
-/// `Adaptive` (per row, the filter whose output has the smallest sum of absolute values) gives
-/// the smallest files by a wide margin for a small cost in time; see the module tests for what
-/// is checked and the imaging notes in the repository history for the measurements.
+/// The PNG row filter.
+///
+/// Measured with fast compression on a 3840x2160 RGBA 8-bit raster (release build, 2 cores):
+/// on gradients plus noise, `Avg` and `Adaptive` give the smallest files (the same size to
+/// within 0.1%, 38-56% of raw, against 39-59% for `Sub`, `Up` and `Paeth` and 100% unfiltered),
+/// `Adaptive` taking about 15 ms (20%) longer, 80-95 ms against 64-80 ms. On flat areas with
+/// sharp edges (screenshots, diagrams) `Adaptive` gives 1.4% of raw where `Avg` gives 11.8%, in
+/// less time. `Adaptive` is never far from the best and never much worse, so it is the one used.
 const ROW_FILTER: FilterType = FilterType::Adaptive;
 
 /// A PNG of exactly `raster`'s pixels, in its own pixel format, encoded fast.

@@ -58,9 +58,13 @@ pub enum DecodeError {
          pixels: make it smaller, or start the server with a larger --max-pixels"
     )]
     TooManyPixels {
+        /// The width the file's header claims.
         width: u32,
+        /// The height the file's header claims.
         height: u32,
+        /// `width * height`.
         pixels: u64,
+        /// The limit it exceeds, [`DecodeLimits::max_pixels`].
         max_pixels: u64,
     },
 }
