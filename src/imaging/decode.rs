@@ -53,10 +53,10 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeErro
             // The PNG decoder reads every chunk up to the image data before it reports the
             // dimensions, so a header that claims a huge image and then breaks off fails here.
             // Its IHDR still says how big the image claims to be, and that is the better answer.
-            if container == "PNG" {
-                if let Some((width, height)) = png_header_dimensions(bytes) {
-                    check_pixel_count(width, height, limits)?;
-                }
+            if container == "PNG"
+                && let Some((width, height)) = png_header_dimensions(bytes)
+            {
+                check_pixel_count(width, height, limits)?;
             }
             return Err(decode_error(container, error));
         }
