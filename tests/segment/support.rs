@@ -166,10 +166,10 @@ impl Child {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(said) = line.strip_prefix("child: ") {
-                    if tx.send(said.to_owned()).is_err() {
-                        break;
-                    }
+                if let Some(said) = line.strip_prefix("child: ")
+                    && tx.send(said.to_owned()).is_err()
+                {
+                    break;
                 }
             }
         });
