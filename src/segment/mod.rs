@@ -226,6 +226,8 @@ pub struct Segment {
     control: Mapping,
     lock: RobustMutex,
     registry_entry: Option<usize>,
+    /// When the segment was created, read once at attach: tells incarnations apart.
+    created_at_ns: u64,
     max_pixels: u64,
     label: String,
     /// Mappings of data objects, by generation.
@@ -339,6 +341,7 @@ impl Segment {
             // SAFETY: the mapping is at least CONTROL_LEN >= size_of::<ControlHeader>() bytes,
             // page-aligned, and lives as long as the Segment that owns it.
             let lock = unsafe { RobustMutex::from_ptr(header_at(&control).lock.get()) };
+            let created_at_ns = header_at(&control).created_at_ns.load(Ordering::Relaxed);
             let mut segment = Segment {
                 name: config.name.clone(),
                 control_os_name: os_name.clone(),
@@ -346,6 +349,7 @@ impl Segment {
                 control,
                 lock,
                 registry_entry: None,
+                created_at_ns,
                 max_pixels: config.max_pixels,
                 label: config.label.clone(),
                 data: Mutex::new(HashMap::new()),
@@ -490,6 +494,13 @@ impl Segment {
             attached: self.attachments(),
             lock_recoveries: self.header().lock_recoveries.load(Ordering::Relaxed),
         })
+    }
+
+    /// Tells this incarnation of the segment from earlier ones of the same name: sequence
+    /// numbers start again at 1 when a segment is created anew, so `(incarnation, seq)` names an
+    /// image for good (e.g. in an HTTP ETag).
+    pub fn incarnation(&self) -> u64 {
+        self.created_at_ns
     }
 
     /// The sequence number of the last completed write (0 before the first). One atomic load.

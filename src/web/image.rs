@@ -1,6 +1,7 @@
 //! `GET /image.png`: the segment's image as a PNG, encoded once per sequence number.
 //!
-//! The ETag is `"seq-N"`, N being the segment's sequence number, so a client that already has
+//! The ETag is `"I-N"`, N being the segment's sequence number and I its incarnation (sequence
+//! numbers restart when a segment is created anew), so a client that already has
 //! the image gets `304 Not Modified` from the lock-free [`Segment::seq`] without a pixel being
 //! read. The encoded PNG of the latest image is kept in a [`PngCache`]; requests that arrive
 //! while it is being encoded wait for that one encode instead of starting their own.
@@ -94,12 +95,13 @@ pub(crate) async fn serve_png(State(state): State<AppState>, headers: HeaderMap)
         };
         return Reply::for_headers(&headers).error(error, &state);
     }
-    if if_none_match(&headers, seq) {
-        return (StatusCode::NOT_MODIFIED, cache_headers(seq)).into_response();
+    let incarnation = state.segment.incarnation();
+    if if_none_match(&headers, incarnation, seq) {
+        return (StatusCode::NOT_MODIFIED, cache_headers(incarnation, seq)).into_response();
     }
     match state.png.current(&state.segment, seq).await {
         Ok(encoded) => (
-            cache_headers(encoded.seq),
+            cache_headers(incarnation, encoded.seq),
             [(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))],
             encoded.png,
         )
@@ -108,14 +110,16 @@ pub(crate) async fn serve_png(State(state): State<AppState>, headers: HeaderMap)
     }
 }
 
-/// The ETag of the image written as `seq`: `"seq-N"`.
-pub fn etag(seq: u64) -> String {
-    format!("\"seq-{seq}\"")
+/// The ETag of the image written as `seq` into incarnation `incarnation` of the segment:
+/// `"I-N"`, I in hexadecimal.
+pub fn etag(incarnation: u64, seq: u64) -> String {
+    format!("\"{incarnation:x}-{seq}\"")
 }
 
 /// `ETag` and `Cache-Control: no-cache` (keep it, but ask before using it again).
-fn cache_headers(seq: u64) -> [(header::HeaderName, HeaderValue); 2] {
-    let etag = HeaderValue::from_str(&etag(seq)).unwrap_or(HeaderValue::from_static("\"\""));
+fn cache_headers(incarnation: u64, seq: u64) -> [(header::HeaderName, HeaderValue); 2] {
+    let etag =
+        HeaderValue::from_str(&etag(incarnation, seq)).unwrap_or(HeaderValue::from_static("\"\""));
     [
         (header::ETAG, etag),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
@@ -124,8 +128,8 @@ fn cache_headers(seq: u64) -> [(header::HeaderName, HeaderValue); 2] {
 
 /// Whether `If-None-Match` names the image written as `seq` (weak tags count, as RFC 9110 says
 /// for `If-None-Match`), or is `*`.
-fn if_none_match(headers: &HeaderMap, seq: u64) -> bool {
-    let current = etag(seq);
+fn if_none_match(headers: &HeaderMap, incarnation: u64, seq: u64) -> bool {
+    let current = etag(incarnation, seq);
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -147,15 +151,18 @@ mod tests {
 
     #[test]
     fn if_none_match_matches_only_the_current_image() {
-        assert!(if_none_match(&with_if_none_match("\"seq-7\""), 7));
-        assert!(if_none_match(&with_if_none_match("W/\"seq-7\""), 7));
+        assert!(if_none_match(&with_if_none_match("\"ab-7\""), 0xab, 7));
+        assert!(if_none_match(&with_if_none_match("W/\"ab-7\""), 0xab, 7));
         assert!(if_none_match(
-            &with_if_none_match("\"seq-1\", \"seq-7\""),
+            &with_if_none_match("\"ab-1\", \"ab-7\""),
+            0xab,
             7
         ));
-        assert!(if_none_match(&with_if_none_match("*"), 7));
-        assert!(!if_none_match(&with_if_none_match("\"seq-6\""), 7));
-        assert!(!if_none_match(&with_if_none_match("\"seq-77\""), 7));
-        assert!(!if_none_match(&HeaderMap::new(), 7));
+        assert!(if_none_match(&with_if_none_match("*"), 0xab, 7));
+        assert!(!if_none_match(&with_if_none_match("\"ab-6\""), 0xab, 7));
+        assert!(!if_none_match(&with_if_none_match("\"ab-77\""), 0xab, 7));
+        // The same sequence number in an earlier incarnation of the segment is another image.
+        assert!(!if_none_match(&with_if_none_match("\"aa-7\""), 0xab, 7));
+        assert!(!if_none_match(&HeaderMap::new(), 0xab, 7));
     }
 }

@@ -30,19 +30,22 @@ async fn the_etag_follows_the_sequence_number_and_a_match_is_304() {
 
     let first = b.get("/image.png").await;
     assert_eq!(first.status(), 200);
-    assert_eq!(header(&first, "etag"), "\"seq-1\"");
+    let etag = header(&first, "etag");
+    let (incarnation, seq) = etag.trim_matches('"').split_once('-').unwrap();
+    assert_eq!(seq, "1");
+    assert!(u64::from_str_radix(incarnation, 16).is_ok(), "{etag}");
     assert_eq!(header(&first, "cache-control"), "no-cache");
     assert_eq!(header(&first, "x-content-type-options"), "nosniff");
 
     let again = b
         .client
         .get(b.url("/image.png"))
-        .header("If-None-Match", "\"seq-1\"")
+        .header("If-None-Match", &etag)
         .send()
         .await
         .unwrap();
     assert_eq!(again.status(), 304);
-    assert_eq!(header(&again, "etag"), "\"seq-1\"");
+    assert_eq!(header(&again, "etag"), etag);
     assert!(again.bytes().await.unwrap().is_empty());
 
     let png = encode(&rgb8(16, 16, 7), ImageFormat::Png);
@@ -50,12 +53,12 @@ async fn the_etag_follows_the_sequence_number_and_a_match_is_304() {
     let changed = b
         .client
         .get(b.url("/image.png"))
-        .header("If-None-Match", "\"seq-1\"")
+        .header("If-None-Match", &etag)
         .send()
         .await
         .unwrap();
     assert_eq!(changed.status(), 200);
-    assert_eq!(header(&changed, "etag"), "\"seq-2\"");
+    assert_eq!(header(&changed, "etag"), format!("\"{incarnation}-2\""));
 }
 
 #[tokio::test]
@@ -80,4 +83,32 @@ async fn concurrent_first_requests_all_get_the_image() {
         bodies.push(request.await.unwrap());
     }
     assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]));
+}
+
+#[tokio::test]
+async fn an_etag_from_an_earlier_segment_of_the_same_name_does_not_match() {
+    let segment = fresh_segment();
+    let mut a = spawn_server(&segment);
+    let png = encode(&rgb8(16, 16, 1), ImageFormat::Png);
+    assert_eq!(a.upload(png, "one.png", "image/png").await.status(), 201);
+    let old_etag = header(&a.get("/image.png").await, "etag");
+    assert!(a.stop().success());
+
+    // The segment was removed with its last server; a new one starts again at image 1.
+    let b = spawn_server(&segment);
+    let png = encode(&rgb8(16, 16, 2), ImageFormat::Png);
+    assert_eq!(b.upload(png, "two.png", "image/png").await.status(), 201);
+    let response = b
+        .client
+        .get(b.url("/image.png"))
+        .header("If-None-Match", &old_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the old image's ETag must not match the new image"
+    );
+    assert_ne!(header(&response, "etag"), old_etag);
 }

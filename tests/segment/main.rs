@@ -388,6 +388,13 @@ fn processes_attaching_at_the_same_moment_share_one_segment() {
         child.send("read");
         child.expect("read 5");
     }
+    for child in &mut children {
+        child.send("exit");
+        child.expect("detached last=false");
+        child.wait();
+    }
+    assert!(parent.detach().unwrap());
+    assert_eq!(leftover_objects(&name), Vec::<String>::new());
 }
 
 #[test]
