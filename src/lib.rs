@@ -9,11 +9,13 @@
 //! - [`web`]: the HTTP server: routes, page templates, errors. [`app`] builds the router and
 //!   [`run`] serves it until a shutdown future completes.
 //! - [`config`]: command-line and environment configuration.
+//! - [`server`]: one server's life: bind, attach, announce, serve, detach.
 
 pub mod config;
 pub mod imaging;
 pub mod raster;
 pub mod segment;
+pub mod server;
 pub mod web;
 
 pub use web::{AppState, app, run};

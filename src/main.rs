@@ -1,15 +1,9 @@
-//! The shmimage server: reads its configuration, binds, attaches to the segment, prints where it
-//! listens, and serves until SIGINT or SIGTERM; then it detaches, which removes the segment when
-//! it was the last server.
+//! The shmimage server binary: configuration, logging, then [`shmimage::server::serve`].
 
 use clap::Parser;
 use shmimage::config::Config;
-use shmimage::segment::{Segment, SegmentConfig};
-use shmimage::web::{self, AppState};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -20,88 +14,11 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    match serve(config).await {
+    match shmimage::server::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("shmimage: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Binds, attaches and serves; the segment is detached on every way out.
-async fn serve(config: Config) -> Result<(), String> {
-    let listener = TcpListener::bind((config.bind, config.port))
-        .await
-        .map_err(|error| {
-            format!(
-                "cannot listen on {}:{}: {error}; pick another --port, or 0 for a free one",
-                config.bind, config.port
-            )
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|error| format!("cannot tell which address the server listens on: {error}"))?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(
-            "listening on {addr}, which is not a loopback address: anyone who can reach it can \
-             read and replace the shared image"
-        );
-    }
-
-    // Attaching happens after binding, so the label carries the port that 0 resolved to.
-    let segment = Segment::attach(SegmentConfig {
-        name: config.segment.clone(),
-        max_pixels: config.max_pixels,
-        label: addr.to_string(),
-    })
-    .map_err(|error| {
-        format!(
-            "cannot attach to shared memory segment \"{}\": {error}",
-            config.segment
-        )
-    })?;
-    let segment = Arc::new(segment);
-    let state = AppState::new(Arc::clone(&segment), config.limits());
-
-    let shutdown = web::shutdown_signal()
-        .map_err(|error| format!("cannot listen for SIGINT and SIGTERM: {error}"))?;
-    let announced = announce(&format!(
-        "listening on http://{addr} (segment \"{}\")",
-        config.segment
-    ));
-    let served = match announced {
-        Ok(()) => {
-            tracing::info!(%addr, segment = %config.segment, "serving");
-            web::run(listener, state, shutdown)
-                .await
-                .map_err(|error| format!("the server stopped: {error}"))
-        }
-        Err(error) => Err(format!("cannot write to stdout: {error}")),
-    };
-    detach(segment);
-    served
-}
-
-/// Prints the one line on stdout that scripts and tests wait for.
-fn announce(line: &str) -> std::io::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}")?;
-    stdout.flush()
-}
-
-/// Detaches from the segment, or leaves that to the last request still holding it.
-fn detach(segment: Arc<Segment>) {
-    match Arc::try_unwrap(segment) {
-        Ok(segment) => match segment.detach() {
-            Ok(true) => {
-                tracing::info!("detached; this was the last server, so the segment is gone")
-            }
-            Ok(false) => tracing::info!("detached; other servers still share the segment"),
-            Err(error) => tracing::warn!("detaching from the segment failed: {error}"),
-        },
-        Err(_still_shared) => tracing::info!(
-            "requests that timed out still hold the segment; it is detached when they finish"
-        ),
     }
 }
