@@ -5,6 +5,7 @@
 
 use crate::segment::SegmentName;
 use crate::web::Limits;
+use crate::web::guard::AllowedHosts;
 use clap::Parser;
 use std::net::IpAddr;
 
@@ -59,9 +60,25 @@ pub struct Config {
         value_parser = parse_upload_limit
     )]
     pub max_upload_bytes: usize,
+
+    /// A host name the server also answers to, besides localhost and IP addresses (e.g. a name
+    /// for this machine on your network). Repeat it, or separate names with commas. Requests
+    /// for other names are refused, against DNS rebinding.
+    #[arg(
+        long = "allow-host",
+        env = "SHMIMAGE_ALLOW_HOST",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub allow_hosts: Vec<String>,
 }
 
 impl Config {
+    /// The host names the server answers to besides localhost and IP addresses.
+    pub fn allowed_hosts(&self) -> AllowedHosts {
+        AllowedHosts::new(self.allow_hosts.iter().cloned())
+    }
+
     /// The limits the web layer enforces on uploads.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -94,6 +111,22 @@ mod tests {
         assert_eq!(config.segment.as_str(), "shmimage");
         assert_eq!(config.max_pixels, 100_000_000);
         assert_eq!(config.max_upload_bytes, 256 * 1024 * 1024);
+        assert_eq!(config.allowed_hosts(), AllowedHosts::default());
+    }
+
+    #[test]
+    fn allowed_hosts_can_be_repeated_or_comma_separated() {
+        let config = Config::try_parse_from([
+            "shmimage",
+            "--allow-host",
+            "a.lan,B.lan",
+            "--allow-host",
+            "c",
+        ])
+        .unwrap();
+        assert!(config.allowed_hosts().allows("b.lan"));
+        assert!(config.allowed_hosts().allows("c"));
+        assert!(!config.allowed_hosts().allows("d.lan"));
     }
 
     #[test]

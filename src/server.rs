@@ -42,7 +42,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         )
     })?;
     let segment = Arc::new(segment);
-    let state = AppState::new(Arc::clone(&segment), config.limits());
+    let state = AppState::new(Arc::clone(&segment), config.limits())
+        .with_allowed_hosts(config.allowed_hosts());
 
     let shutdown = web::shutdown_signal()
         .map_err(|error| format!("cannot listen for SIGINT and SIGTERM: {error}"))?;

@@ -68,6 +68,24 @@ pub enum AppError {
     )]
     NotFound { method: Method, path: String },
 
+    /// The request names a host this server does not answer to (DNS rebinding protection).
+    #[error(
+        "this server answers only to localhost, IP addresses and names given with --allow-host;          {}",
+        match host {
+            Some(host) => format!(
+                "this request was for {host:?}: open the page through http://localhost or                  127.0.0.1, or start the server with --allow-host {host}"
+            ),
+            None => "this request named no host at all".to_owned(),
+        }
+    )]
+    UnknownHost { host: Option<String> },
+
+    /// A page on another site tried to change the segment's image.
+    #[error(
+        "cross-site request refused: a page at {origin} may not change this server's image;          upload through this server's own page, or with curl"
+    )]
+    CrossSite { origin: String },
+
     /// Something on the server's side went wrong.
     #[error("{0}")]
     Internal(String),
@@ -102,6 +120,8 @@ impl AppError {
             },
             AppError::Encode(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::NoImage { .. } | AppError::NotFound { .. } => StatusCode::NOT_FOUND,
+            AppError::UnknownHost { .. } => StatusCode::MISDIRECTED_REQUEST,
+            AppError::CrossSite { .. } => StatusCode::FORBIDDEN,
         }
     }
 

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod error;
+pub mod guard;
 pub mod image;
 pub mod page;
 mod timestamp;
@@ -22,7 +23,7 @@ pub use error::AppError;
 use crate::segment::Segment;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use std::future::Future;
 use std::io;
@@ -57,6 +58,7 @@ pub struct AppState {
     segment: Arc<Segment>,
     limits: Limits,
     png: Arc<image::PngCache>,
+    allowed_hosts: Arc<guard::AllowedHosts>,
     last_upload: Arc<Mutex<Option<upload::RecentUpload>>>,
 }
 
@@ -67,8 +69,20 @@ impl AppState {
             segment,
             limits,
             png: Arc::new(image::PngCache::default()),
+            allowed_hosts: Arc::new(guard::AllowedHosts::default()),
             last_upload: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Also answers to the host names in `hosts` (see [`guard`]).
+    pub fn with_allowed_hosts(mut self, hosts: guard::AllowedHosts) -> AppState {
+        self.allowed_hosts = Arc::new(hosts);
+        self
+    }
+
+    /// The host names this server answers to besides localhost and IP addresses.
+    pub fn allowed_hosts(&self) -> &guard::AllowedHosts {
+        &self.allowed_hosts
     }
 
     /// The segment this server shares.
@@ -106,11 +120,13 @@ impl AppState {
     }
 }
 
-/// The router with every route and the layers around them: request logs, panics turned into
-/// 500s, a request timeout and `X-Content-Type-Options: nosniff`.
+/// The router with every route and the layers around them: refusal of rebinding hosts and
+/// cross-site writes ([`guard`]), request logs, panics turned into 500s, a request timeout, and
+/// the security headers on every response.
 pub fn app(state: AppState) -> Router {
     let upload_limit = DefaultBodyLimit::max(state.limits.max_upload_bytes);
-    Router::new()
+    let guard = axum::middleware::from_fn_with_state(state.clone(), guard::refuse_foreign_requests);
+    let mut router = Router::new()
         .route("/", get(page::show))
         .route("/image", post(upload::receive).layer(upload_limit))
         .route("/image.png", get(image::serve_png))
@@ -118,6 +134,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .nest_service("/static", ServeDir::new(STATIC_DIR))
         .fallback(error::not_found)
+        .layer(guard)
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -128,12 +145,12 @@ pub fn app(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
-        // Outermost, so timeouts and caught panics carry the header too.
-        .layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static("x-content-type-options"),
-            HeaderValue::from_static("nosniff"),
-        ))
+        );
+    // Outermost, so refusals, timeouts and caught panics carry the headers too.
+    for (name, value) in guard::security_headers() {
+        router = router.layer(SetResponseHeaderLayer::overriding(name, value));
+    }
+    router
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes, then lets running requests finish.

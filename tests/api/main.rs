@@ -9,4 +9,5 @@ mod helpers;
 mod image_png;
 mod lifecycle;
 mod page;
+mod security;
 mod upload;
