@@ -95,6 +95,8 @@ pub enum Corruption {
     BadGeneration { generation: u32 },
     #[error("it publishes image {published} but the slot holds image {slot}")]
     SeqMismatch { published: u64, slot: u64 },
+    #[error("another process truncated it under this server")]
+    Truncated,
     #[error("its lock cannot be recovered")]
     LockUnrecoverable,
 }

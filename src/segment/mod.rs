@@ -93,6 +93,7 @@ mod layout;
 mod lock;
 mod name;
 mod os;
+mod sigbus;
 
 pub use error::{Corruption, SegmentError};
 pub use layout::{CONTROL_LEN, DATA_OFFSET};
@@ -406,6 +407,11 @@ impl Segment {
         unsafe {
             std::ptr::copy_nonoverlapping(raster.pixels().as_ptr(), data.pixels_ptr(), len as usize)
         };
+        if data.mapping.poisoned() {
+            // Truncated by another process while we copied: nothing was published.
+            self.forget_data_object(data.generation);
+            return Err(self.corrupt(Corruption::Truncated));
+        }
         let record = &header.slots[target];
         let written_at_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -560,6 +566,9 @@ impl Segment {
 
     /// Checks the header's identity fields, which another process could have overwritten.
     fn check_header(&self) -> Result<(), SegmentError> {
+        if self.control.poisoned() {
+            return Err(self.corrupt(Corruption::Truncated));
+        }
         HeaderFields::load(self.header())
             .validate(self.control.len() as u64)
             .map_err(|reason| self.corrupt(reason))
@@ -622,6 +631,10 @@ impl Segment {
         fence(Ordering::Acquire);
         if header.state.load(Ordering::Relaxed) != state {
             return Ok(ReadAttempt::Raced);
+        }
+        if data.mapping.poisoned() || self.control.poisoned() {
+            self.forget_data_object(data.generation);
+            return Err(self.corrupt(Corruption::Truncated));
         }
         let raster = Raster::new(slot.width, slot.height, slot.format, pixels).map_err(|_| {
             self.corrupt(Corruption::EmptyImage {
@@ -688,6 +701,7 @@ impl Segment {
         let mut cache = self.data.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(data) = cache.get(&generation)
             && data.capacity == capacity
+            && !data.mapping.poisoned()
         {
             return Ok(Arc::clone(data));
         }
@@ -750,10 +764,7 @@ impl Segment {
         record.capacity.store(0, Ordering::Relaxed);
         if old_generation != 0 {
             let _ = os::shm_unlink(&self.name.data_os_name(old_generation));
-            self.data
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&old_generation);
+            self.forget_data_object(old_generation);
         }
         let mut generation = header.next_generation.load(Ordering::Relaxed);
         if generation == 0 {
@@ -846,6 +857,14 @@ impl Segment {
                 let _ = os::shm_unlink(&os_name);
             }
         }
+    }
+
+    /// Drops our mapping of `generation`, e.g. after it was found truncated.
+    fn forget_data_object(&self, generation: u32) {
+        self.data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&generation);
     }
 
     /// Drops our mappings of generations that no slot names any more, so their memory can be

@@ -5,6 +5,7 @@
 //! Linux only for now: the locks are `F_OFD_*` record locks, the futex is Linux's, and stale
 //! objects are found by listing `/dev/shm`.
 
+use super::sigbus;
 use shared_memory::{Shmem, ShmemConf, ShmemError};
 use std::ffi::CString;
 use std::fs::File;
@@ -91,8 +92,11 @@ pub fn same_object(a: &File, b: &File) -> io::Result<bool> {
     Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
-/// A mapping of a whole shared-memory object, read and write.
+/// A mapping of a whole shared-memory object, read and write, guarded against truncation (see
+/// `sigbus`).
 pub struct Mapping {
+    // Declared first so it is dropped (unregistered) before the memory is unmapped.
+    guard: sigbus::Guard,
     shmem: Shmem,
 }
 
@@ -109,7 +113,14 @@ impl Mapping {
     pub fn open(os_name: &str) -> Result<Mapping, ShmemError> {
         let mut shmem = ShmemConf::new().os_id(os_name).open()?;
         shmem.set_owner(false);
-        Ok(Mapping { shmem })
+        let guard = sigbus::Guard::register(shmem.as_ptr(), shmem.len());
+        Ok(Mapping { guard, shmem })
+    }
+
+    /// True once another process truncated the object under this mapping: its pages were
+    /// replaced by private zeros and nothing read from it can be trusted.
+    pub fn poisoned(&self) -> bool {
+        self.guard.poisoned()
     }
 
     /// First byte of the mapping.

@@ -413,3 +413,38 @@ fn segment_objects_are_private_to_their_user() {
         assert_eq!(mode & 0o777, 0o600, "{object}");
     }
 }
+
+#[test]
+fn objects_truncated_by_another_process_give_errors_not_a_crash() {
+    let name = fresh_name();
+    let segment = attach(&name);
+    segment.write(&tagged_raster(ImageId(1))).unwrap();
+    let data = format!("/dev/shm/{}", leftover_objects(&name)[1]);
+    let control = format!("/dev/shm/{}", leftover_objects(&name)[0]);
+    let truncate = |path: &str, len: u64| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len)
+            .unwrap()
+    };
+
+    // The published image's pixels cut off: the read is refused, the next write recovers.
+    truncate(&data, 4096);
+    let err = segment.read().unwrap_err();
+    assert!(matches!(err, SegmentError::Corrupt { .. }), "{err}");
+    segment.write(&tagged_raster(ImageId(2))).unwrap();
+    assert_eq!(
+        segment.read().unwrap().unwrap().raster,
+        tagged_raster(ImageId(2))
+    );
+
+    // The control object cut to nothing: touching it would raise SIGBUS and kill the process;
+    // the guard turns that into errors.
+    truncate(&control, 0);
+    let err = segment.read().unwrap_err();
+    assert!(matches!(err, SegmentError::Corrupt { .. }), "{err}");
+    let err = segment.write(&tagged_raster(ImageId(3))).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
