@@ -131,6 +131,8 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 const OPTIMISTIC_READS: usize = 4;
 /// Data objects are sized in multiples of this.
 const CAPACITY_GRANULE: u64 = 64 * 1024;
+/// Sequence numbers stay below this, so that `seq << 1 | slot` cannot overflow.
+const MAX_SEQ: u64 = 1 << 62;
 /// No slot is trusted to be larger than this (1 TiB), whatever its record claims.
 const MAX_SLOT_CAPACITY: u64 = 1 << 40;
 
@@ -392,11 +394,16 @@ impl Segment {
                 max_pixels: self.max_pixels,
             });
         }
-        self.check_header()?;
+        if let Err(error) = self.check_header() {
+            // Another process overwrote the header: a write is how a user recovers.
+            self.repair_header(error)?;
+        }
         let guard = self.lock()?;
         let header = self.header();
         let (seq, active) = unpack_state(header.state.load(Ordering::Acquire));
         let target = if seq == 0 { 0 } else { 1 - active };
+        // A state word overwritten with a huge number starts the count again.
+        let new_seq = if seq >= MAX_SEQ { 1 } else { seq + 1 };
         let len = raster.pixels().len() as u64;
         let data = self.slot_storage(&guard, target, len)?;
         data.check_len(len, self.name.as_str())?;
@@ -572,6 +579,52 @@ impl Segment {
         HeaderFields::load(self.header())
             .validate(self.control.len() as u64)
             .map_err(|reason| self.corrupt(reason))
+    }
+
+    /// Rewrites a header whose identity fields another process overwrote, so that the write
+    /// under way can recover the segment. Gives `error` back when the header cannot be repaired
+    /// (the control object was truncated under us: only new servers can use the name again).
+    ///
+    /// The lock is re-initialised too, since the same garbage may have hit it. A process that
+    /// was inside the lock at that moment may then race one writer; that is the price of
+    /// recovering from a hostile overwrite without stopping every server.
+    fn repair_header(&self, error: SegmentError) -> Result<(), SegmentError> {
+        if self.control.poisoned() {
+            return Err(error);
+        }
+        let os_err = |op| {
+            let os_name = self.control_os_name.clone();
+            move |source| SegmentError::Os {
+                op,
+                os_name,
+                source,
+            }
+        };
+        // Under the gate, so that no process attaches or detaches while the header is rebuilt.
+        os::lock_byte(&self.control_file, GATE_BYTE, LockKind::Exclusive, true)
+            .map_err(os_err("locking the gate of"))?;
+        let repaired = (|| {
+            if self.check_header().is_ok() {
+                return Ok(()); // another process repaired it first
+            }
+            tracing::warn!(segment = %self.name, %error, "repairing the segment's header");
+            let header = self.header();
+            header.ready.store(0, Ordering::Release);
+            // SAFETY: the lock lies inside our mapping of the control object; its contents are
+            // garbage anyway (see above), and the gate keeps attaching processes out.
+            unsafe { RobustMutex::init(header.lock.get()) }
+                .map_err(os_err("initialising the lock of"))?;
+            header.magic.store(CONTROL_MAGIC, Ordering::Relaxed);
+            header.version.store(LAYOUT_VERSION, Ordering::Relaxed);
+            header.header_size.store(
+                std::mem::size_of::<ControlHeader>() as u32,
+                Ordering::Relaxed,
+            );
+            header.ready.store(READY, Ordering::Release);
+            self.check_header()
+        })();
+        let _ = os::lock_byte(&self.control_file, GATE_BYTE, LockKind::Unlock, false);
+        repaired
     }
 
     /// Takes the segment lock; if its previous holder died, cleans up after it first.
