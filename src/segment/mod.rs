@@ -424,7 +424,6 @@ impl Segment {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        let new_seq = seq + 1;
         record
             .format
             .store(raster.format().code(), Ordering::Relaxed);
