@@ -61,6 +61,16 @@ pub struct Config {
     )]
     pub max_upload_bytes: usize,
 
+    /// How long one request may take, upload included, in seconds; slower ones get 408.
+    #[arg(
+        long,
+        env = "SHMIMAGE_REQUEST_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub request_timeout: u64,
+
     /// A host name the server also answers to, besides localhost and IP addresses (e.g. a name
     /// for this machine on your network). Repeat it, or separate names with commas. Requests
     /// for other names are refused, against DNS rebinding.
@@ -84,6 +94,7 @@ impl Config {
         Limits {
             max_pixels: self.max_pixels,
             max_upload_bytes: self.max_upload_bytes,
+            request_timeout: std::time::Duration::from_secs(self.request_timeout),
         }
     }
 }

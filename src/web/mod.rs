@@ -37,7 +37,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-/// How long one request may take before the server answers 408 Request Timeout.
+/// How long one request may take by default before the server answers 408 Request Timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the stylesheet lives: the crate's `static/` folder, found at build time.
@@ -50,6 +50,8 @@ pub struct Limits {
     pub max_pixels: u64,
     /// The largest request body `POST /image` reads, in bytes.
     pub max_upload_bytes: usize,
+    /// How long one request may take, body included, before it is answered with 408.
+    pub request_timeout: Duration,
 }
 
 /// What every request handler shares: the segment, the limits and the server's caches.
@@ -125,6 +127,7 @@ impl AppState {
 /// the security headers on every response.
 pub fn app(state: AppState) -> Router {
     let upload_limit = DefaultBodyLimit::max(state.limits.max_upload_bytes);
+    let request_timeout = state.limits.request_timeout;
     let guard = axum::middleware::from_fn_with_state(state.clone(), guard::refuse_foreign_requests);
     let mut router = Router::new()
         .route("/", get(page::show))
@@ -138,7 +141,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            request_timeout,
         ))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
