@@ -22,6 +22,9 @@ pub struct SegmentJson {
     pub image: Option<ImageJson>,
     /// The servers attached now.
     pub attached: Vec<AttachmentJson>,
+    /// How many times a server found the segment's lock held by a process that had died, and
+    /// recovered it (discarding that process's unfinished write).
+    pub lock_recoveries: u32,
 }
 
 /// What the segment says about its image.
@@ -64,6 +67,7 @@ impl From<SegmentState> for SegmentJson {
                 .into_iter()
                 .map(AttachmentJson::from)
                 .collect(),
+            lock_recoveries: state.lock_recoveries,
         }
     }
 }

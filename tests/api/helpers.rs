@@ -81,7 +81,13 @@ pub fn spawn_server_with(segment: &str, extra: &[&str]) -> TestServer {
 /// Starts a server with exactly `args` and the environment variables `envs`, and waits for its
 /// startup line.
 pub fn spawn_command(args: &[&str], envs: &[(&str, &str)]) -> TestServer {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shmimage"))
+    spawn_program(env!("CARGO_BIN_EXE_shmimage"), args, envs)
+}
+
+/// Starts `program` (the shmimage binary, or a wrapper that execs it) with `args` and `envs`,
+/// and waits for the server's startup line.
+pub fn spawn_program(program: &str, args: &[&str], envs: &[(&str, &str)]) -> TestServer {
+    let mut child = Command::new(program)
         .args(args)
         .env_remove("RUST_LOG")
         .envs(envs.iter().copied())
@@ -150,6 +156,12 @@ impl TestServer {
     /// `http://ADDR` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The server's process id.
+    #[allow(dead_code)] // not every test binary that includes these helpers needs it
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the server wrote to stderr so far.
