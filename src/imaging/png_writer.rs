@@ -257,7 +257,13 @@ fn encode_band(
 ) -> Result<EncodedBand, EncodeError> {
     let data_len = image.data_len(&rows);
     let stored_len = stored_stream_len(data_len, role);
-    let mut bytes = Vec::with_capacity(prefix.len() + stored_len + 64);
+    // The opening band's bytes become the file: room for every band, so that appending the
+    // others never moves it (untouched capacity costs no memory until written).
+    let capacity = match role {
+        BandRole::Opening => stored_stream_len(image.data_len(&(0..image.height)), role) + 4096,
+        _ => stored_len + 64,
+    };
+    let mut bytes = Vec::with_capacity(prefix.len() + capacity);
     bytes.extend_from_slice(prefix);
     let chunk_start = bytes.len();
     bytes.extend_from_slice(&[0, 0, 0, 0]);
