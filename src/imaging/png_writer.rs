@@ -8,8 +8,14 @@
 //! row is filtered with the adaptive choice of [`png_filter`](super::png_filter) and the rows
 //! are compressed with `fdeflate`, the fast deflate compressor the `png` crate uses for its
 //! `Fast` setting: one block per stream with a fixed Huffman code trained on filtered PNG
-//! rows, and only runs of zeros as matches. A band that would not shrink is stored
-//! uncompressed instead, as the `png` crate does for a whole image.
+//! rows, and only runs of zeros as matches.
+//!
+//! Each band is compressed in segments of about [`SEGMENT_LEN`] bytes, each its own deflate
+//! block. A segment that compression would make larger (noise, or the low bytes of 16-bit
+//! photos) is stored uncompressed instead, as the `png` crate does for a whole image; after
+//! such a segment the next ones are stored without trying (1, then 2, 4, ... up to
+//! [`MAX_SEGMENTS_SKIPPED`] after repeated failures, and back to trying every segment after a
+//! success), which spares most of the futile compression work on incompressible images.
 //!
 //! # Bands and how they are stitched
 //!
@@ -19,22 +25,24 @@
 //! worker reading the last row of the band above as its first "previous" row. To make their
 //! outputs one stream:
 //!
-//! 1. Each band is compressed as its own `fdeflate` stream. The zlib header is kept for the
-//!    first band only and the Adler-32 trailer is cut off every band (and remembered).
-//! 2. The band's single block is marked not final (its first header bit is cleared).
+//! 1. Each segment is compressed as its own `fdeflate` stream. Its zlib header is dropped (the
+//!    first band writes the stream's one header) and its Adler-32 trailer is cut off (and
+//!    remembered).
+//! 2. The segment's single block is marked not final (its first header bit is cleared).
 //! 3. The block ends with the end-of-block code followed by zero bits up to a byte boundary.
 //!    `fdeflate`'s code for end-of-block ends with a one bit, so the highest set bit of the
 //!    last byte is where it ends and the zero bits above it are padding. Those padding bits
 //!    (and a zero byte if there are fewer than three) start an empty stored block, a "sync
-//!    flush" completed by `00 00 FF FF`, which leaves the band byte-aligned.
+//!    flush" completed by `00 00 FF FF`, which leaves the segment byte-aligned. Stored
+//!    segments are byte-aligned anyway.
 //! 4. After the last band comes an empty final block with fixed codes (`03 00`) and the
-//!    Adler-32 of all the data, combined from the bands' checksums and lengths.
+//!    Adler-32 of all the data, combined from the segments' checksums and lengths.
 //!
 //! Step 3 depends on `fdeflate`'s fixed code table, so it is checked once per process by
 //! stitching and inflating a few test streams ([`stitching_works`]); if that ever fails, every
-//! image is written as one band, which needs no stitching. An image with a single band (small
-//! images, one core) is exactly `fdeflate`'s stream. Each worker also frames its band as
-//! `IDAT` chunks with their CRC-32, so joining the bands is a plain concatenation.
+//! image is written as one `fdeflate` stream on one thread (or stored whole if that is
+//! smaller), exactly as the `png` crate writes it. Each worker also frames its band as `IDAT`
+//! chunks with their CRC-32, so joining the bands is a plain concatenation.
 
 use std::io::{self, Write};
 use std::ops::Range;
@@ -59,6 +67,12 @@ const EMPTY_STORED_LENGTHS: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 const EMPTY_FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 /// The largest stored block.
 const MAX_STORED_BLOCK: usize = u16::MAX as usize;
+/// Bytes of image data compressed as one deflate block (at least one row): small enough that
+/// storing an incompressible segment loses little, large enough that block headers (about 60
+/// bytes each) cost nothing.
+const SEGMENT_LEN: usize = 1 << 20;
+/// The most segments stored without trying compression after repeated incompressible ones.
+const MAX_SEGMENTS_SKIPPED: u32 = 16;
 
 /// Writes `pixels` (`height` tightly packed rows of `width` pixels of `format`, 16-bit samples
 /// in native byte order) as a PNG, on as many threads as the machine offers for large images.
@@ -68,23 +82,39 @@ pub(super) fn write_png(
     height: u32,
     format: PixelFormat,
 ) -> Result<Vec<u8>, EncodeError> {
-    let bands = if pixels.len() < PARALLEL_MIN_BYTES || !stitching_works() {
-        1
+    let bands = if !stitching_works() {
+        None
+    } else if pixels.len() < PARALLEL_MIN_BYTES {
+        Some(1)
     } else {
-        std::thread::available_parallelism().map_or(1, usize::from)
+        Some(std::thread::available_parallelism().map_or(1, usize::from))
     };
-    write_png_in_bands(pixels, width, height, format, bands, MAX_CHUNK_LEN)
+    let layout = Layout {
+        bands,
+        segment_len: SEGMENT_LEN,
+        max_chunk_len: MAX_CHUNK_LEN,
+    };
+    write_png_with(pixels, width, height, format, layout)
 }
 
-/// [`write_png`] with `bands` bands (at most one per row) and `IDAT` chunks of at most
-/// `max_chunk_len` bytes.
-fn write_png_in_bands(
+/// How an image's data is cut up; production uses the constants above, tests small pieces.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// Bands encoded in parallel (at most one per row), or `None` for one unstitched stream.
+    bands: Option<usize>,
+    /// Bytes of image data per deflate block (rounded to whole rows, at least one).
+    segment_len: usize,
+    /// The most bytes of one `IDAT` chunk.
+    max_chunk_len: usize,
+}
+
+/// [`write_png`] with the given layout.
+fn write_png_with(
     pixels: &[u8],
     width: u32,
     height: u32,
     format: PixelFormat,
-    bands: usize,
-    max_chunk_len: usize,
+    layout: Layout,
 ) -> Result<Vec<u8>, EncodeError> {
     if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
         return Err(EncodeError(format!(
@@ -92,36 +122,33 @@ fn write_png_in_bands(
         )));
     }
     let image = Image::new(pixels, width, height, format)?;
-    let bands = bands.clamp(1, image.height);
-    let max_chunk_len = max_chunk_len.clamp(1, MAX_CHUNK_LEN);
+    let layout = Layout {
+        max_chunk_len: layout.max_chunk_len.clamp(1, MAX_CHUNK_LEN),
+        ..layout
+    };
 
     let mut head = Vec::with_capacity(SIGNATURE.len() + 25);
     head.extend_from_slice(SIGNATURE);
     write_chunk(&mut head, b"IHDR", &header_fields(width, height, format));
 
-    if bands == 1 {
-        let mut png = encode_band(
-            &image,
-            0..image.height,
-            BandRole::Whole,
-            &head,
-            max_chunk_len,
-        )?;
+    let Some(bands) = layout.bands else {
+        let all_rows = 0..image.height;
+        let mut png = encode_band(&image, all_rows, BandRole::Whole, &head, layout)?;
         write_chunk(&mut png.bytes, b"IEND", &[]);
         return Ok(png.bytes);
-    }
-
+    };
+    let bands = bands.clamp(1, image.height);
     let rows = |band: usize| band * image.height / bands..(band + 1) * image.height / bands;
     let (first, rest) = std::thread::scope(|scope| {
         let workers: Vec<_> = (1..bands)
             .map(|band| {
                 let image = &image;
                 scope.spawn(move || {
-                    encode_band(image, rows(band), BandRole::Continuing, &[], max_chunk_len)
+                    encode_band(image, rows(band), BandRole::Continuing, &[], layout)
                 })
             })
             .collect();
-        let first = encode_band(&image, rows(0), BandRole::Opening, &head, max_chunk_len);
+        let first = encode_band(&image, rows(0), BandRole::Opening, &head, layout);
         let rest: Vec<_> = workers
             .into_iter()
             .map(|worker| {
@@ -218,22 +245,13 @@ impl<'a> Image<'a> {
 /// Where a band sits in the zlib stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BandRole {
-    /// The only band: a complete zlib stream with header, final block and Adler-32.
+    /// The whole image as one unstitched stream: header, one final block, Adler-32.
     Whole,
-    /// The first of several: zlib header, then non-final blocks ending byte-aligned.
+    /// The first of several bands (or the only one): zlib header, then non-final blocks ending
+    /// byte-aligned.
     Opening,
     /// Any later band: non-final blocks ending byte-aligned, no header.
     Continuing,
-}
-
-impl BandRole {
-    fn has_zlib_header(self) -> bool {
-        self != BandRole::Continuing
-    }
-
-    fn ends_stream(self) -> bool {
-        self == BandRole::Whole
-    }
 }
 
 /// One band, encoded and framed as `IDAT` chunks.
@@ -246,37 +264,39 @@ struct EncodedBand {
     data_len: usize,
 }
 
-/// Filters and compresses `rows` of `image` and frames the result as `IDAT` chunks after
-/// `prefix`.
+/// Filters and compresses `rows` of `image` for `role` and frames the result as `IDAT` chunks
+/// after `prefix`.
 fn encode_band(
     image: &Image<'_>,
     rows: Range<usize>,
     role: BandRole,
     prefix: &[u8],
-    max_chunk_len: usize,
+    layout: Layout,
 ) -> Result<EncodedBand, EncodeError> {
     let data_len = image.data_len(&rows);
-    let stored_len = stored_stream_len(data_len, role);
     // The opening band's bytes become the file: room for every band, so that appending the
     // others never moves it (untouched capacity costs no memory until written).
     let capacity = match role {
-        BandRole::Opening => stored_stream_len(image.data_len(&(0..image.height)), role) + 4096,
-        _ => stored_len + 64,
+        BandRole::Opening => stored_len(image.data_len(&(0..image.height))) + 4096,
+        _ => stored_len(data_len) + 64,
     };
     let mut bytes = Vec::with_capacity(prefix.len() + capacity);
     bytes.extend_from_slice(prefix);
     let chunk_start = bytes.len();
     bytes.extend_from_slice(&[0, 0, 0, 0]);
     bytes.extend_from_slice(b"IDAT");
-    let stream_start = bytes.len();
-
-    let mut adler = compress_rows(image, rows.clone(), role, &mut bytes)
-        .map_err(|error| EncodeError(format!("deflate failed: {error}")))?;
-    if bytes.len() - stream_start > stored_len {
-        bytes.truncate(stream_start);
-        adler = store_rows(image, rows, role, &mut bytes);
+    if role != BandRole::Continuing {
+        bytes.extend_from_slice(&ZLIB_HEADER);
     }
-    frame_chunk(&mut bytes, chunk_start, max_chunk_len);
+    let mut scratch = RowScratch::new(image);
+    let adler = match role {
+        BandRole::Whole => write_whole_stream(image, rows, &mut scratch, &mut bytes),
+        BandRole::Opening | BandRole::Continuing => {
+            write_segments(image, rows, layout.segment_len, &mut scratch, &mut bytes)
+        }
+    }
+    .map_err(|error| EncodeError(format!("deflate failed: {error}")))?;
+    frame_chunk(&mut bytes, chunk_start, layout.max_chunk_len);
     Ok(EncodedBand {
         bytes,
         adler,
@@ -284,64 +304,182 @@ fn encode_band(
     })
 }
 
-/// Compresses `rows` with adaptive filtering and `fdeflate`, appending the band's part of the
-/// zlib stream for `role` to `out`. Returns the Adler-32 of the band's image data.
-fn compress_rows(
+/// Appends all of `rows` as one final `fdeflate` block and the Adler-32 (or as final stored
+/// blocks if that is smaller), after a zlib header already in `out`: the whole stream as the
+/// `png` crate writes it. Returns the Adler-32.
+fn write_whole_stream(
     image: &Image<'_>,
     rows: Range<usize>,
-    role: BandRole,
+    scratch: &mut RowScratch,
     out: &mut Vec<u8>,
 ) -> io::Result<u32> {
-    let row_len = image.row_len;
-    let zeros = vec![0u8; row_len];
-    // 16-bit rows in file order: row y lives in buffer y % 2.
-    let (mut even, mut odd) = if image.sixteen_bit {
-        (vec![0u8; row_len], vec![0u8; row_len])
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let mut filters = RowFilters::new(row_len, image.bytes_per_pixel);
-    let stream_start = out.len();
+    let start = out.len();
+    let adler = deflate_rows(image, rows.clone(), scratch, Ending::Final, out)?;
+    if out.len() - start <= stored_len(image.data_len(&rows)) + 4 {
+        return Ok(adler);
+    }
+    out.truncate(start);
+    let adler = store_rows(image, rows, scratch, Ending::Final, out);
+    out.extend_from_slice(&adler.to_be_bytes());
+    Ok(adler)
+}
+
+/// Appends `rows` as non-final blocks ending byte-aligned, a segment of about `segment_len`
+/// bytes of data at a time, each compressed or stored, whichever is smaller (see the module
+/// docs). Returns the Adler-32 of the rows' image data.
+fn write_segments(
+    image: &Image<'_>,
+    rows: Range<usize>,
+    segment_len: usize,
+    scratch: &mut RowScratch,
+    out: &mut Vec<u8>,
+) -> io::Result<u32> {
+    let rows_per_segment = (segment_len / (image.row_len + 1)).max(1);
+    let mut adler = 1; // the Adler-32 of nothing
+    let mut backoff = Backoff::default();
+    for segment_start in rows.clone().step_by(rows_per_segment) {
+        let segment = segment_start..(segment_start + rows_per_segment).min(rows.end);
+        let data_len = image.data_len(&segment);
+        let start = out.len();
+        let segment_adler = if backoff.should_try() {
+            let compressed = deflate_rows(image, segment.clone(), scratch, Ending::Open, out)?;
+            if out.len() - start <= stored_len(data_len) {
+                backoff.succeeded();
+                compressed
+            } else {
+                backoff.failed();
+                out.truncate(start);
+                store_rows(image, segment, scratch, Ending::Open, out)
+            }
+        } else {
+            store_rows(image, segment, scratch, Ending::Open, out)
+        };
+        adler = adler32_combine(adler, segment_adler, data_len);
+    }
+    Ok(adler)
+}
+
+/// How a run of blocks ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// With the stream's final block.
+    Final,
+    /// With a non-final block, byte-aligned, so more blocks can follow.
+    Open,
+}
+
+/// When to try compressing the next segment: after an incompressible segment, the next 1, 2,
+/// 4, ... (at most [`MAX_SEGMENTS_SKIPPED`]) are stored without trying.
+#[derive(Debug)]
+struct Backoff {
+    /// Segments still to store without trying.
+    skipping: u32,
+    /// Segments to skip after the next failure.
+    next_skip: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            skipping: 0,
+            next_skip: 1,
+        }
+    }
+}
+
+impl Backoff {
+    fn should_try(&mut self) -> bool {
+        if self.skipping == 0 {
+            return true;
+        }
+        self.skipping -= 1;
+        false
+    }
+
+    fn succeeded(&mut self) {
+        self.next_skip = 1;
+    }
+
+    fn failed(&mut self) {
+        self.skipping = self.next_skip;
+        self.next_skip = (self.next_skip * 2).min(MAX_SEGMENTS_SKIPPED);
+    }
+}
+
+/// Per-band working memory: the filter outputs, a row of zeros (the row above the image) and
+/// two rows in file byte order for 16-bit images (row `y` lives in buffer `y % 2`).
+struct RowScratch {
+    filters: RowFilters,
+    zeros: Vec<u8>,
+    even: Vec<u8>,
+    odd: Vec<u8>,
+}
+
+impl RowScratch {
+    fn new(image: &Image<'_>) -> RowScratch {
+        let row_len = image.row_len;
+        let file_rows = if image.sixteen_bit { row_len } else { 0 };
+        RowScratch {
+            filters: RowFilters::new(row_len, image.bytes_per_pixel),
+            zeros: vec![0; row_len],
+            even: vec![0; file_rows],
+            odd: vec![0; file_rows],
+        }
+    }
+}
+
+/// Compresses `rows` with adaptive filtering into one `fdeflate` block appended to `out`
+/// (without a zlib header), ended as `ending` says: for [`Ending::Final`] the block stays final
+/// and the Adler-32 follows it; for [`Ending::Open`] it is made non-final and byte-aligned.
+/// Returns the Adler-32 of the rows' image data.
+fn deflate_rows(
+    image: &Image<'_>,
+    rows: Range<usize>,
+    scratch: &mut RowScratch,
+    ending: Ending,
+    out: &mut Vec<u8>,
+) -> io::Result<u32> {
+    let block_start = out.len();
     let sink = BandSink {
         out: &mut *out,
-        skip: if role.has_zlib_header() { 0 } else { 2 },
+        skip: ZLIB_HEADER.len(),
     };
     let mut compressor = fdeflate::Compressor::new(sink)?;
+    let RowScratch {
+        filters,
+        zeros,
+        even,
+        odd,
+    } = scratch;
     if rows.start > 0 && image.sixteen_bit {
         let above = rows.start - 1;
-        image.file_row(
-            above,
-            if above.is_multiple_of(2) {
-                &mut even
-            } else {
-                &mut odd
-            },
-        );
+        image.file_row(above, if above.is_multiple_of(2) { even } else { odd });
     }
     for y in rows {
         let (current_buffer, previous_buffer) = if y.is_multiple_of(2) {
-            (&mut even, &odd)
+            (&mut *even, &*odd)
         } else {
-            (&mut odd, &even)
+            (&mut *odd, &*even)
         };
         let current = image.file_row(y, current_buffer);
         let previous: &[u8] = match (y, image.sixteen_bit) {
-            (0, _) => &zeros,
+            (0, _) => zeros,
             (_, true) => previous_buffer,
             (_, false) => image.row(y - 1),
         };
         compressor.write_data(filters.filter(previous, current))?;
     }
     compressor.finish()?;
-    if role.ends_stream() {
-        let trailer = out.len().checked_sub(4).filter(|&at| at > stream_start);
-        let trailer = trailer.ok_or_else(|| io::Error::other("fdeflate wrote no checksum"))?;
-        let mut adler = [0; 4];
-        adler.copy_from_slice(&out[trailer..]);
-        return Ok(u32::from_be_bytes(adler));
+    match ending {
+        Ending::Final => {
+            let trailer = out.len().checked_sub(4).filter(|&at| at > block_start);
+            let trailer = trailer.ok_or_else(|| io::Error::other("fdeflate wrote no checksum"))?;
+            let mut adler = [0; 4];
+            adler.copy_from_slice(&out[trailer..]);
+            Ok(u32::from_be_bytes(adler))
+        }
+        Ending::Open => end_without_closing(out, block_start),
     }
-    let block_start = stream_start + if role.has_zlib_header() { 2 } else { 0 };
-    end_without_closing(out, block_start)
 }
 
 /// Turns the `fdeflate` stream at the end of `out`, whose single block starts at `block_start`,
@@ -373,43 +511,86 @@ fn end_without_closing(out: &mut Vec<u8>, block_start: usize) -> io::Result<u32>
     Ok(u32::from_be_bytes(adler))
 }
 
-/// Appends `rows` unfiltered as stored deflate blocks for `role` and returns the Adler-32 of
-/// the band's image data: the fallback for data that compression would make larger.
-fn store_rows(image: &Image<'_>, rows: Range<usize>, role: BandRole, out: &mut Vec<u8>) -> u32 {
-    let mut data = Vec::with_capacity(image.data_len(&rows));
-    let mut buffer = vec![0u8; image.row_len];
+/// Appends `rows` unfiltered as stored deflate blocks, the last one final if `ending` says so,
+/// and returns the Adler-32 of the rows' image data: the fallback for data that compression
+/// would make larger.
+fn store_rows(
+    image: &Image<'_>,
+    rows: Range<usize>,
+    scratch: &mut RowScratch,
+    ending: Ending,
+    out: &mut Vec<u8>,
+) -> u32 {
+    let mut blocks = StoredBlocks::new(out);
     for y in rows {
-        data.push(FilterType::None as u8);
-        data.extend_from_slice(image.file_row(y, &mut buffer));
+        blocks.write(&[FilterType::None as u8]);
+        blocks.write(image.file_row(y, &mut scratch.even));
     }
-    let adler = adler32(&data);
-    if role.has_zlib_header() {
-        out.extend_from_slice(&ZLIB_HEADER);
+    blocks.finish(ending)
+}
+
+/// Writes data as stored deflate blocks of at most [`MAX_STORED_BLOCK`] bytes, filling in each
+/// block's header when it is complete, and keeps the data's Adler-32.
+struct StoredBlocks<'a> {
+    out: &'a mut Vec<u8>,
+    /// Where the open block's five header bytes are.
+    header_at: usize,
+    /// Bytes in the open block.
+    block_len: usize,
+    adler: Adler32,
+}
+
+impl<'a> StoredBlocks<'a> {
+    fn new(out: &'a mut Vec<u8>) -> StoredBlocks<'a> {
+        let header_at = out.len();
+        out.extend_from_slice(&[0; 5]);
+        StoredBlocks {
+            out,
+            header_at,
+            block_len: 0,
+            adler: Adler32::default(),
+        }
     }
-    let blocks = data.len().div_ceil(MAX_STORED_BLOCK).max(1);
-    for (index, block) in data.chunks(MAX_STORED_BLOCK).enumerate() {
-        let is_final = role.ends_stream() && index + 1 == blocks;
-        out.push(u8::from(is_final));
-        // A block holds at most MAX_STORED_BLOCK = u16::MAX bytes.
-        let len = block.len() as u16;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(block);
+
+    fn write(&mut self, mut data: &[u8]) {
+        self.adler.update(data);
+        while !data.is_empty() {
+            if self.block_len == MAX_STORED_BLOCK {
+                self.close_block(false);
+                self.header_at = self.out.len();
+                self.out.extend_from_slice(&[0; 5]);
+                self.block_len = 0;
+            }
+            let taken = data.len().min(MAX_STORED_BLOCK - self.block_len);
+            self.out.extend_from_slice(&data[..taken]);
+            self.block_len += taken;
+            data = &data[taken..];
+        }
     }
-    if role.ends_stream() {
-        out.extend_from_slice(&adler.to_be_bytes());
+
+    /// Fills in the open block's header: final bit, then LEN and NLEN.
+    fn close_block(&mut self, is_final: bool) {
+        // block_len <= MAX_STORED_BLOCK = u16::MAX.
+        let len = self.block_len as u16;
+        let header = &mut self.out[self.header_at..self.header_at + 5];
+        header[0] = u8::from(is_final);
+        header[1..3].copy_from_slice(&len.to_le_bytes());
+        header[3..5].copy_from_slice(&(!len).to_le_bytes());
     }
-    adler
+
+    /// Closes the last block and returns the Adler-32 of everything written.
+    fn finish(mut self, ending: Ending) -> u32 {
+        self.close_block(ending == Ending::Final);
+        self.adler.value()
+    }
 }
 
 /// The zlib header `fdeflate` writes: deflate with a 32 KiB window, fastest compression.
 const ZLIB_HEADER: [u8; 2] = [0x78, 0x01];
 
-/// The length of a band's part of the zlib stream if stored uncompressed.
-fn stored_stream_len(data_len: usize, role: BandRole) -> usize {
-    let header = if role.has_zlib_header() { 2 } else { 0 };
-    let trailer = if role.ends_stream() { 4 } else { 0 };
-    header + data_len + 5 * data_len.div_ceil(MAX_STORED_BLOCK).max(1) + trailer
+/// The length of `data_len` bytes as stored deflate blocks.
+fn stored_len(data_len: usize) -> usize {
+    data_len + 5 * data_len.div_ceil(MAX_STORED_BLOCK).max(1)
 }
 
 /// An `io::Write` that appends to a vector after dropping the first `skip` bytes: the zlib
@@ -483,19 +664,35 @@ fn frame_chunk(out: &mut Vec<u8>, chunk_start: usize, max_chunk_len: usize) {
 /// The Adler-32 modulus: the largest prime below 2^16.
 const ADLER_MODULUS: u32 = 65521;
 
-/// Adler-32 (RFC 1950) of `data`.
-fn adler32(data: &[u8]) -> u32 {
-    // 5552 bytes is the most that can be summed before the u32 sums could overflow.
-    let (mut a, mut b) = (1u32, 0u32);
-    for block in data.chunks(5552) {
-        for &byte in block {
-            a += u32::from(byte);
-            b += a;
-        }
-        a %= ADLER_MODULUS;
-        b %= ADLER_MODULUS;
+/// A running Adler-32 (RFC 1950).
+#[derive(Debug, Clone, Copy)]
+struct Adler32 {
+    a: u32,
+    b: u32,
+}
+
+impl Default for Adler32 {
+    fn default() -> Adler32 {
+        Adler32 { a: 1, b: 0 }
     }
-    b << 16 | a
+}
+
+impl Adler32 {
+    fn update(&mut self, data: &[u8]) {
+        // 5552 bytes is the most that can be summed before the u32 sums could overflow.
+        for block in data.chunks(5552) {
+            for &byte in block {
+                self.a += u32::from(byte);
+                self.b += self.a;
+            }
+            self.a %= ADLER_MODULUS;
+            self.b %= ADLER_MODULUS;
+        }
+    }
+
+    fn value(&self) -> u32 {
+        self.b << 16 | self.a
+    }
 }
 
 /// The Adler-32 of two byte strings one after the other, from their checksums and the length
@@ -517,7 +714,7 @@ fn adler32_combine(first: u32, second: u32, second_len: usize) -> u32 {
 
 /// Whether band stitching yields valid streams with the `fdeflate` in use: a few pairs of
 /// bands of different lengths (so every amount of padding occurs) are stitched as
-/// [`write_png_in_bands`] does and inflated again. Checked once per process.
+/// [`write_png_with`] does and inflated again. Checked once per process.
 fn stitching_works() -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
     *WORKS.get_or_init(|| (0..24).all(|len| stitched_pair_inflates(len, 17 + 3 * len)))
@@ -540,12 +737,12 @@ fn stitched_pair_inflates(first_len: usize, second_len: usize) -> bool {
     let (first, second) = (pattern(first_len, 31), pattern(second_len, 97));
     let mut stream = Vec::new();
     let mut adler = None;
-    for (data, role) in [(&first, BandRole::Opening), (&second, BandRole::Continuing)] {
-        let skip = if role.has_zlib_header() { 0 } else { 2 };
-        let block_start = stream.len() + 2 - skip;
+    stream.extend_from_slice(&ZLIB_HEADER);
+    for data in [&first, &second] {
+        let block_start = stream.len();
         let compressed = fdeflate::Compressor::new(BandSink {
             out: &mut stream,
-            skip,
+            skip: ZLIB_HEADER.len(),
         })
         .and_then(|mut compressor| {
             compressor.write_data(data)?;

@@ -5,6 +5,29 @@ use super::*;
 use crate::imaging::encode_png;
 use crate::raster::Raster;
 
+/// Adler-32 of `data` in one go.
+fn adler32(data: &[u8]) -> u32 {
+    let mut adler = Adler32::default();
+    adler.update(data);
+    adler.value()
+}
+
+/// A layout with `bands` bands, production segments and chunks.
+fn bands(bands: usize) -> Layout {
+    Layout {
+        bands: Some(bands),
+        segment_len: SEGMENT_LEN,
+        max_chunk_len: MAX_CHUNK_LEN,
+    }
+}
+
+/// The layout used when stitching is not available: one stream, production chunks.
+const UNSTITCHED: Layout = Layout {
+    bands: None,
+    segment_len: SEGMENT_LEN,
+    max_chunk_len: MAX_CHUNK_LEN,
+};
+
 /// A small seeded xorshift generator, so every run tests the same cases.
 struct Prng(u64);
 
@@ -132,18 +155,17 @@ fn inflate_zlib(zlib: &[u8]) -> Vec<u8> {
     data
 }
 
-/// Encodes with `bands` bands and `max_chunk_len`, checks the file's structure and zlib stream,
+/// Encodes with `layout`, checks the file's structure and zlib stream,
 /// and checks that the image crate decodes it to exactly `pixels`.
 fn assert_round_trip(
     pixels: &[u8],
     width: u32,
     height: u32,
     format: PixelFormat,
-    bands: usize,
-    max_chunk_len: usize,
+    layout: Layout,
 ) -> Vec<u8> {
-    let case = format!("{width}x{height} {format}, {bands} bands, chunks of {max_chunk_len}");
-    let png = write_png_in_bands(pixels, width, height, format, bands, max_chunk_len)
+    let case = format!("{width}x{height} {format}, {layout:?}");
+    let png = write_png_with(pixels, width, height, format, layout)
         .unwrap_or_else(|error| panic!("{case}: {error}"));
     let (header, zlib) = parse_png(&png);
     assert_eq!(header, header_fields(width, height, format), "{case}");
@@ -234,8 +256,8 @@ fn every_pixel_format_and_odd_size_round_trips_in_any_number_of_bands() {
         for (width, height) in sizes {
             for content in [Content::Photo, Content::Noise, Content::Flat] {
                 let pixels = pixels_for(width, height, format, content, &mut prng);
-                for bands in [1, 2, 3, 4, 8] {
-                    assert_round_trip(&pixels, width, height, format, bands, MAX_CHUNK_LEN);
+                for layout in [1, 2, 3, 4, 8].map(bands).into_iter().chain([UNSTITCHED]) {
+                    assert_round_trip(&pixels, width, height, format, layout);
                 }
             }
         }
@@ -256,14 +278,21 @@ fn random_images_round_trip_bit_exactly() {
         let width = prng.below(1..200) as u32;
         let height = prng.below(1..120) as u32;
         let content = contents[prng.below(0..4)];
-        let bands = prng.below(1..10);
-        let max_chunk_len = if prng.next().is_multiple_of(4) {
-            prng.below(1..5000)
-        } else {
-            MAX_CHUNK_LEN
+        let layout = Layout {
+            bands: (!prng.next().is_multiple_of(8)).then(|| prng.below(1..10)),
+            segment_len: if prng.next().is_multiple_of(2) {
+                prng.below(1..3000)
+            } else {
+                SEGMENT_LEN
+            },
+            max_chunk_len: if prng.next().is_multiple_of(4) {
+                prng.below(1..5000)
+            } else {
+                MAX_CHUNK_LEN
+            },
         };
         let pixels = pixels_for(width, height, format, content, &mut prng);
-        assert_round_trip(&pixels, width, height, format, bands, max_chunk_len);
+        assert_round_trip(&pixels, width, height, format, layout);
     }
 }
 
@@ -272,8 +301,12 @@ fn image_data_is_split_into_chunks_of_the_allowed_size() {
     let mut prng = Prng(0x5EED_0004);
     let pixels = pixels_for(64, 32, PixelFormat::Rgb8, Content::Photo, &mut prng);
     for max_chunk_len in [1, 2, 7, 100, 4096] {
-        for bands in [1, 3] {
-            let png = assert_round_trip(&pixels, 64, 32, PixelFormat::Rgb8, bands, max_chunk_len);
+        for layout in [bands(1), bands(3), UNSTITCHED] {
+            let layout = Layout {
+                max_chunk_len,
+                ..layout
+            };
+            let png = assert_round_trip(&pixels, 64, 32, PixelFormat::Rgb8, layout);
             // Walk the chunks again for their lengths.
             let mut rest = &png[SIGNATURE.len()..];
             while !rest.is_empty() {
@@ -292,12 +325,12 @@ fn incompressible_bands_are_stored_and_never_much_larger_than_raw() {
     let mut prng = Prng(0x5EED_0005);
     for format in [PixelFormat::Rgba8, PixelFormat::Rgb16] {
         let pixels = pixels_for(300, 200, format, Content::Noise, &mut prng);
-        for bands in [1, 2, 5] {
-            let png = assert_round_trip(&pixels, 300, 200, format, bands, MAX_CHUNK_LEN);
+        for layout in [bands(1), bands(2), bands(5), UNSTITCHED] {
+            let png = assert_round_trip(&pixels, 300, 200, format, layout);
             let data_len = pixels.len() + 200;
             assert!(
                 png.len() <= data_len + data_len / 1000 + 200,
-                "{format}, {bands} bands: {} bytes for {data_len}",
+                "{format}, {layout:?}: {} bytes for {data_len}",
                 png.len()
             );
         }
@@ -305,7 +338,7 @@ fn incompressible_bands_are_stored_and_never_much_larger_than_raw() {
 }
 
 #[test]
-fn one_band_filters_exactly_like_the_png_crate_adaptive_fast_encoder() {
+fn rows_are_filtered_exactly_like_the_png_crate_adaptive_fast_encoder() {
     use image::ImageEncoder;
     use image::codecs::png::{CompressionType, FilterType as ImageFilter, PngEncoder};
 
@@ -313,7 +346,8 @@ fn one_band_filters_exactly_like_the_png_crate_adaptive_fast_encoder() {
     for format in PixelFormat::ALL {
         let (width, height) = (123, 45);
         let pixels = pixels_for(width, height, format, Content::Photo, &mut prng);
-        let ours = assert_round_trip(&pixels, width, height, format, 1, MAX_CHUNK_LEN);
+        let ours = assert_round_trip(&pixels, width, height, format, bands(1));
+        let unstitched = assert_round_trip(&pixels, width, height, format, UNSTITCHED);
         let color = match format {
             PixelFormat::L8 => image::ExtendedColorType::L8,
             PixelFormat::La8 => image::ExtendedColorType::La8,
@@ -329,13 +363,16 @@ fn one_band_filters_exactly_like_the_png_crate_adaptive_fast_encoder() {
             .write_image(&pixels, width, height, color)
             .unwrap();
         let (_, our_zlib) = parse_png(&ours);
+        let (_, unstitched_zlib) = parse_png(&unstitched);
         let (_, reference_zlib) = parse_png(&reference);
-        // The same filtered rows, and so the same compressed stream.
+        // The same filtered rows; unstitched, the very same stream; stitched, the same block
+        // followed by a sync flush and a closing block.
         assert!(
             inflate_zlib(&our_zlib) == inflate_zlib(&reference_zlib),
             "{format}"
         );
-        assert_eq!(our_zlib, reference_zlib, "{format}");
+        assert!(unstitched_zlib == reference_zlib, "{format}");
+        assert!(our_zlib.len() <= reference_zlib.len() + 7, "{format}");
     }
 }
 
@@ -351,12 +388,11 @@ fn large_images_are_written_in_several_bands_through_the_public_encoder() {
     inflate_zlib(&zlib);
     let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap();
     assert!(decoded.as_bytes() == pixels.as_slice());
-    let bands = std::thread::available_parallelism().map_or(1, usize::from);
-    let one_band =
-        write_png_in_bands(&pixels, width, height, PixelFormat::Rgba8, 1, MAX_CHUNK_LEN).unwrap();
-    if bands > 1 {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let one_band = write_png_with(&pixels, width, height, PixelFormat::Rgba8, bands(1)).unwrap();
+    if cores > 1 {
         // Each extra band costs a block header and a sync flush, nothing more.
-        assert!(png.len() > one_band.len() && png.len() < one_band.len() + bands * 200);
+        assert!(png.len() > one_band.len() && png.len() < one_band.len() + cores * 200);
     } else {
         assert_eq!(png, one_band);
     }
@@ -364,7 +400,45 @@ fn large_images_are_written_in_several_bands_through_the_public_encoder() {
 
 #[test]
 fn sizes_a_png_cannot_hold_are_refused() {
-    assert!(write_png_in_bands(&[], 0, 1, PixelFormat::L8, 1, MAX_CHUNK_LEN).is_err());
-    assert!(write_png_in_bands(&[0; 3], 1, 1, PixelFormat::L8, 1, MAX_CHUNK_LEN).is_err());
-    assert!(write_png_in_bands(&[], 1 << 31, 1, PixelFormat::L8, 1, MAX_CHUNK_LEN).is_err());
+    assert!(write_png_with(&[], 0, 1, PixelFormat::L8, bands(1)).is_err());
+    assert!(write_png_with(&[0; 3], 1, 1, PixelFormat::L8, bands(1)).is_err());
+    assert!(write_png_with(&[], 1 << 31, 1, PixelFormat::L8, bands(1)).is_err());
+}
+
+#[test]
+fn segments_choose_compression_or_storage_each_on_their_own() {
+    let mut prng = Prng(0x5EED_0008);
+    // Noisy rows first, flat rows after: the flat part must still be compressed after the
+    // noisy part was stored and compression was skipped for a while.
+    let (width, height) = (64, 400);
+    let mut pixels = pixels_for(width, 100, PixelFormat::Rgba8, Content::Noise, &mut prng);
+    pixels.extend(pixels_for(
+        width,
+        300,
+        PixelFormat::Rgba8,
+        Content::Flat,
+        &mut prng,
+    ));
+    let layout = Layout {
+        segment_len: 2 * (64 * 4 + 1),
+        ..bands(2)
+    };
+    let png = assert_round_trip(&pixels, width, height, PixelFormat::Rgba8, layout);
+    // Stored whole, it would be the full 400 rows; the flat rows must shrink to a fraction.
+    let (noise_len, flat_len) = (100 * (64 * 4 + 1), 300 * (64 * 4 + 1));
+    assert!(png.len() < noise_len + flat_len / 4, "{} bytes", png.len());
+
+    let mut backoff = Backoff::default();
+    let mut tries = Vec::new();
+    for segment in 0..40 {
+        let tried = backoff.should_try();
+        tries.push(tried);
+        if tried && segment < 30 {
+            backoff.failed();
+        } else if tried {
+            backoff.succeeded();
+        }
+    }
+    let tried_at: Vec<usize> = (0..40).filter(|&i| tries[i]).collect();
+    assert_eq!(tried_at[..6], [0, 2, 5, 10, 19, 36]);
 }
