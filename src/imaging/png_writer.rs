@@ -229,7 +229,22 @@ impl<'a> Image<'a> {
         if !self.sixteen_bit || cfg!(target_endian = "big") {
             return row;
         }
-        for (out, sample) in buffer.chunks_exact_mut(2).zip(row.chunks_exact(2)) {
+        // Swap the bytes of each 16-bit sample, four samples per step where possible.
+        let mut out_words = buffer.chunks_exact_mut(8);
+        let mut row_words = row.chunks_exact(8);
+        for (out, word) in (&mut out_words).zip(&mut row_words) {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(word);
+            let word = u64::from_ne_bytes(bytes);
+            let swapped =
+                ((word >> 8) & 0x00FF_00FF_00FF_00FF) | ((word << 8) & 0xFF00_FF00_FF00_FF00);
+            out.copy_from_slice(&swapped.to_ne_bytes());
+        }
+        for (out, sample) in out_words
+            .into_remainder()
+            .chunks_exact_mut(2)
+            .zip(row_words.remainder().chunks_exact(2))
+        {
             out[0] = sample[1];
             out[1] = sample[0];
         }
@@ -537,7 +552,7 @@ struct StoredBlocks<'a> {
     header_at: usize,
     /// Bytes in the open block.
     block_len: usize,
-    adler: Adler32,
+    adler: simd_adler32::Adler32,
 }
 
 impl<'a> StoredBlocks<'a> {
@@ -548,12 +563,12 @@ impl<'a> StoredBlocks<'a> {
             out,
             header_at,
             block_len: 0,
-            adler: Adler32::default(),
+            adler: simd_adler32::Adler32::new(),
         }
     }
 
     fn write(&mut self, mut data: &[u8]) {
-        self.adler.update(data);
+        self.adler.write(data);
         while !data.is_empty() {
             if self.block_len == MAX_STORED_BLOCK {
                 self.close_block(false);
@@ -581,7 +596,7 @@ impl<'a> StoredBlocks<'a> {
     /// Closes the last block and returns the Adler-32 of everything written.
     fn finish(mut self, ending: Ending) -> u32 {
         self.close_block(ending == Ending::Final);
-        self.adler.value()
+        self.adler.finish()
     }
 }
 
@@ -663,37 +678,6 @@ fn frame_chunk(out: &mut Vec<u8>, chunk_start: usize, max_chunk_len: usize) {
 
 /// The Adler-32 modulus: the largest prime below 2^16.
 const ADLER_MODULUS: u32 = 65521;
-
-/// A running Adler-32 (RFC 1950).
-#[derive(Debug, Clone, Copy)]
-struct Adler32 {
-    a: u32,
-    b: u32,
-}
-
-impl Default for Adler32 {
-    fn default() -> Adler32 {
-        Adler32 { a: 1, b: 0 }
-    }
-}
-
-impl Adler32 {
-    fn update(&mut self, data: &[u8]) {
-        // 5552 bytes is the most that can be summed before the u32 sums could overflow.
-        for block in data.chunks(5552) {
-            for &byte in block {
-                self.a += u32::from(byte);
-                self.b += self.a;
-            }
-            self.a %= ADLER_MODULUS;
-            self.b %= ADLER_MODULUS;
-        }
-    }
-
-    fn value(&self) -> u32 {
-        self.b << 16 | self.a
-    }
-}
 
 /// The Adler-32 of two byte strings one after the other, from their checksums and the length
 /// of the second.
