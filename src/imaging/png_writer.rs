@@ -15,7 +15,9 @@
 //! photos) is stored uncompressed instead, as the `png` crate does for a whole image; after
 //! such a segment the next ones are stored without trying (1, then 2, 4, ... up to
 //! [`MAX_SEGMENTS_SKIPPED`] after repeated failures, and back to trying every segment after a
-//! success), which spares most of the futile compression work on incompressible images.
+//! success), which spares most of the futile compression work on incompressible images. The
+//! price is bounded: at most [`MAX_SEGMENTS_SKIPPED`] segments in a row are stored that might
+//! have compressed.
 //!
 //! # Bands and how they are stitched
 //!
@@ -138,23 +140,30 @@ fn write_png_with(
         return Ok(png.bytes);
     };
     let bands = bands.clamp(1, image.height);
-    let rows = |band: usize| band * image.height / bands..(band + 1) * image.height / bands;
+    // Row boundaries computed in u64, so that band * height cannot overflow a 32-bit usize.
+    let boundary = |band: usize| (band as u64 * image.height as u64 / bands as u64) as usize;
+    let rows = |band: usize| boundary(band)..boundary(band + 1);
     let (first, rest) = std::thread::scope(|scope| {
         let workers: Vec<_> = (1..bands)
             .map(|band| {
                 let image = &image;
-                scope.spawn(move || {
-                    encode_band(image, rows(band), BandRole::Continuing, &[], layout)
-                })
+                let worker = std::thread::Builder::new()
+                    .name("png-band".to_owned())
+                    .spawn_scoped(scope, move || {
+                        encode_band(image, rows(band), BandRole::Continuing, &[], layout)
+                    });
+                (band, worker.ok())
             })
             .collect();
         let first = encode_band(&image, rows(0), BandRole::Opening, &head, layout);
         let rest: Vec<_> = workers
             .into_iter()
-            .map(|worker| {
-                worker
+            .map(|(band, worker)| match worker {
+                Some(worker) => worker
                     .join()
-                    .unwrap_or_else(|_| Err(EncodeError("a PNG band encoder panicked".to_owned())))
+                    .unwrap_or_else(|_| Err(EncodeError("a PNG band encoder panicked".to_owned()))),
+                // No thread could be started for this band: encode it here.
+                None => encode_band(&image, rows(band), BandRole::Continuing, &[], layout),
             })
             .collect();
         (first, rest)
