@@ -1,35 +1,34 @@
 //! Encoding rasters as PNG: full-size files of exactly the stored pixels, and small 8-bit
 //! previews.
 //!
-//! Both run on request paths, so both use the PNG encoder's fast deflate mode
-//! ([`CompressionType::Fast`]); zlib's default level takes seconds on a 4K image.
-
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ExtendedColorType, ImageEncoder};
+//! Both run on request paths, so both use the fastest deflate that still compresses
+//! (`fdeflate`, the `png` crate's `Fast` setting; zlib's default level takes seconds on a 4K
+//! image), and large images are filtered and compressed in bands on all cores (see
+//! `png_writer`).
+//!
+//! Rows are filtered with the adaptive choice (`png_filter`). Measured with fast compression
+//! on a 3840x2160 RGBA 8-bit raster: on gradients plus noise, `Avg` and `Adaptive` give the
+//! smallest files (the same size to within 0.1%, 38-56% of raw, against 39-59% for `Sub`, `Up`
+//! and `Paeth` and 100% unfiltered), `Adaptive` taking about 20% longer. On flat areas with
+//! sharp edges (screenshots, diagrams) `Adaptive` gives 1.4% of raw where `Avg` gives 11.8%,
+//! in less time. `Adaptive` is never far from the best and never much worse.
 
 use super::EncodeError;
+use super::png_writer::write_png;
 use crate::raster::{PixelFormat, Raster};
-
-/// The PNG row filter.
-///
-/// Measured with fast compression on a 3840x2160 RGBA 8-bit raster (release build, 2 cores):
-/// on gradients plus noise, `Avg` and `Adaptive` give the smallest files (the same size to
-/// within 0.1%, 38-56% of raw, against 39-59% for `Sub`, `Up` and `Paeth` and 100% unfiltered),
-/// `Adaptive` taking about 15 ms (20%) longer, 80-95 ms against 64-80 ms. On flat areas with
-/// sharp edges (screenshots, diagrams) `Adaptive` gives 1.4% of raw where `Avg` gives 11.8%, in
-/// less time. `Adaptive` is never far from the best and never much worse, so it is the one used.
-const ROW_FILTER: FilterType = FilterType::Adaptive;
 
 /// A PNG of exactly `raster`'s pixels, in its own pixel format, encoded fast.
 ///
 /// 16-bit rasters give 16-bit PNGs and gray+alpha stays gray+alpha; decoding the file gives
 /// back the same bytes.
+///
+/// Images of a megabyte or more are encoded on every core the machine offers.
 pub fn encode_png(raster: &Raster) -> Result<Vec<u8>, EncodeError> {
     write_png(
         raster.pixels(),
         raster.width(),
         raster.height(),
-        png_color(raster.format()),
+        raster.format(),
     )
 }
 
@@ -41,41 +40,12 @@ pub fn encode_png(raster: &Raster) -> Result<Vec<u8>, EncodeError> {
 pub fn thumbnail_png(raster: &Raster, max_side: u32) -> Result<Vec<u8>, EncodeError> {
     let (width, height) = thumbnail_size(raster.width(), raster.height(), max_side);
     let preview = area_average_8bit(raster, width, height);
-    let color = if has_alpha(raster.format()) {
-        ExtendedColorType::Rgba8
+    let format = if has_alpha(raster.format()) {
+        PixelFormat::Rgba8
     } else {
-        ExtendedColorType::Rgb8
+        PixelFormat::Rgb8
     };
-    write_png(&preview, width, height, color)
-}
-
-/// Encodes `pixels` (native-order samples, tightly packed) as a PNG with fast compression.
-fn write_png(
-    pixels: &[u8],
-    width: u32,
-    height: u32,
-    color: ExtendedColorType,
-) -> Result<Vec<u8>, EncodeError> {
-    // Fast deflate on photos lands near half the raw size; start there to spare regrowth.
-    let mut png = Vec::with_capacity(pixels.len() / 2 + 1024);
-    PngEncoder::new_with_quality(&mut png, CompressionType::Fast, ROW_FILTER)
-        .write_image(pixels, width, height, color)
-        .map_err(|error| EncodeError(error.to_string()))?;
-    Ok(png)
-}
-
-/// The PNG color type and depth that store `format` as it is.
-fn png_color(format: PixelFormat) -> ExtendedColorType {
-    match format {
-        PixelFormat::L8 => ExtendedColorType::L8,
-        PixelFormat::La8 => ExtendedColorType::La8,
-        PixelFormat::Rgb8 => ExtendedColorType::Rgb8,
-        PixelFormat::Rgba8 => ExtendedColorType::Rgba8,
-        PixelFormat::L16 => ExtendedColorType::L16,
-        PixelFormat::La16 => ExtendedColorType::La16,
-        PixelFormat::Rgb16 => ExtendedColorType::Rgb16,
-        PixelFormat::Rgba16 => ExtendedColorType::Rgba16,
-    }
+    write_png(&preview, width, height, format)
 }
 
 fn has_alpha(format: PixelFormat) -> bool {

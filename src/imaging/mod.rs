@@ -10,6 +10,8 @@
 
 mod decode;
 mod encode;
+mod png_filter;
+mod png_writer;
 
 use crate::raster::Raster;
 
