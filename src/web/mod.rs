@@ -8,11 +8,15 @@
 //! - [`upload`]: `POST /image`, decoding an upload and writing it into the segment.
 //! - [`image`]: `GET /image.png`, the segment's image encoded once per sequence number.
 //! - [`api`]: `GET /api/segment` and `GET /healthz`.
+//! - [`live`]: `GET /events`, new images pushed to open pages as Server-Sent Events.
+//! - [`assets`]: `GET /static/…`, the stylesheet and the page's script, with caching headers.
 //! - [`error`]: [`AppError`], every failure with its status and message, as HTML or JSON.
 
 pub mod api;
+pub mod assets;
 pub mod error;
 pub mod image;
+pub mod live;
 pub mod page;
 mod timestamp;
 pub mod upload;
@@ -30,7 +34,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -39,7 +42,7 @@ use tracing::Level;
 /// How long one request may take before the server answers 408 Request Timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where the stylesheet lives: the crate's `static/` folder, found at build time.
+/// Where the stylesheet and the page's script live: the crate's `static/` folder, found at build time.
 const STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
 
 /// What a server refuses to take in.
@@ -58,22 +61,29 @@ pub struct AppState {
     limits: Limits,
     png: Arc<image::PngCache>,
     last_upload: Arc<Mutex<Option<upload::RecentUpload>>>,
+    live: Arc<live::LiveFeed>,
 }
 
 impl AppState {
     /// State for a server attached to `segment`.
     pub fn new(segment: Arc<Segment>, limits: Limits) -> AppState {
         AppState {
-            segment,
             limits,
             png: Arc::new(image::PngCache::default()),
             last_upload: Arc::new(Mutex::new(None)),
+            live: Arc::new(live::LiveFeed::new(&segment)),
+            segment,
         }
     }
 
     /// The segment this server shares.
     pub fn segment(&self) -> &Arc<Segment> {
         &self.segment
+    }
+
+    /// The server's live view of the segment, which `/events` streams follow.
+    pub fn live_feed(&self) -> &Arc<live::LiveFeed> {
+        &self.live
     }
 
     /// The limits this server enforces.
@@ -116,7 +126,8 @@ pub fn app(state: AppState) -> Router {
         .route("/image.png", get(image::serve_png))
         .route("/api/segment", get(api::segment))
         .route("/healthz", get(api::healthz))
-        .nest_service("/static", ServeDir::new(STATIC_DIR))
+        .route("/events", get(live::events))
+        .nest_service("/static", assets::service(STATIC_DIR))
         .fallback(error::not_found)
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
@@ -137,14 +148,27 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes, then lets running requests finish.
+///
+/// While it serves, a [`live::SegmentWatcher`] pushes new images to `/events` streams; when
+/// `shutdown` completes those streams end, and the watcher has let go of the segment by the
+/// time this returns.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let feed = Arc::clone(state.live_feed());
+    let watcher = live::SegmentWatcher::start(state.segment(), Arc::clone(&feed))?;
+    let closing = Arc::clone(&feed);
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.close();
+        })
+        .await;
+    feed.close();
+    watcher.stop().await;
+    served
 }
 
 /// Starts listening for SIGINT (Ctrl-C) and SIGTERM now, and returns a future that completes
