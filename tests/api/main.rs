@@ -8,5 +8,6 @@ mod errors;
 mod helpers;
 mod image_png;
 mod lifecycle;
+mod live;
 mod page;
 mod upload;
