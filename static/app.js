@@ -170,6 +170,8 @@
       incarnation = id.slice(0, dash);
     }
     renderFacts(state);
+    // Which event the page heard last: for people reading the DOM, and for the browser tests.
+    enhancements.dataset.lastEvent = id;
     const image = state.image;
     if (!liveToggle.checked || !image || shownImageId() === imageId(image.seq)) {
       return;
