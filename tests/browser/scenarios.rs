@@ -73,6 +73,22 @@ async fn an_image_loaded_in_page_a_is_shown_there_and_displayed_in_page_b() {
         .click()
         .await
         .expect("turn Live off");
+    // Page A keeps a log of what its status line and progress bar showed along the way.
+    page_a
+        .run(
+            r##"
+            window.shownSteps = [];
+            const progress = document.getElementById("upload-progress");
+            const status = document.getElementById("status");
+            new MutationObserver(() => {
+              window.shownSteps.push([status.textContent, !progress.hidden]);
+            }).observe(document.querySelector("main"), {
+              subtree: true, childList: true, attributes: true, characterData: true,
+            });
+            "##,
+            vec![],
+        )
+        .await;
 
     page_a.load_from_file(&file.path).await;
 
@@ -94,6 +110,21 @@ async fn an_image_loaded_in_page_a_is_shown_there_and_displayed_in_page_b() {
         "the progress bar is gone once the image is loaded"
     );
     assert_draws(&page_a, &picture).await;
+    let steps = page_a.run("return window.shownSteps;", vec![]).await;
+    let steps: Vec<(String, bool)> = serde_json::from_value(steps).expect("the page's steps");
+    let showed = |text: &str| {
+        steps
+            .iter()
+            .any(|(status, progress)| status.starts_with(text) && *progress)
+    };
+    assert!(
+        showed("Uploading harbour.png"),
+        "a progress bar while uploading: {steps:?}"
+    );
+    assert!(
+        showed("Decoding harbour.png and writing it to shared memory"),
+        "then the server's work: {steps:?}"
+    );
     page_a.screenshot("1-loaded-in-page-a").await;
 
     assert!(
