@@ -8,12 +8,16 @@
 //! - [`upload`]: `POST /image`, decoding an upload and writing it into the segment.
 //! - [`image`]: `GET /image.png`, the segment's image encoded once per sequence number.
 //! - [`api`]: `GET /api/segment` and `GET /healthz`.
+//! - [`live`]: `GET /events`, new images pushed to open pages as Server-Sent Events.
+//! - [`assets`]: `GET /static/…`, the stylesheet and the page's script, with caching headers.
 //! - [`error`]: [`AppError`], every failure with its status and message, as HTML or JSON.
 
 pub mod api;
+pub mod assets;
 pub mod error;
 pub mod guard;
 pub mod image;
+pub mod live;
 pub mod page;
 mod timestamp;
 pub mod upload;
@@ -31,7 +35,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -40,7 +43,7 @@ use tracing::Level;
 /// How long one request may take by default before the server answers 408 Request Timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where the stylesheet lives: the crate's `static/` folder, found at build time.
+/// Where the stylesheet and the page's script live: the crate's `static/` folder, found at build time.
 const STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
 
 /// What a server refuses to take in.
@@ -62,17 +65,19 @@ pub struct AppState {
     png: Arc<image::PngCache>,
     allowed_hosts: Arc<guard::AllowedHosts>,
     last_upload: Arc<Mutex<Option<upload::RecentUpload>>>,
+    live: Arc<live::LiveFeed>,
 }
 
 impl AppState {
     /// State for a server attached to `segment`.
     pub fn new(segment: Arc<Segment>, limits: Limits) -> AppState {
         AppState {
-            segment,
             limits,
             png: Arc::new(image::PngCache::default()),
             allowed_hosts: Arc::new(guard::AllowedHosts::default()),
             last_upload: Arc::new(Mutex::new(None)),
+            live: Arc::new(live::LiveFeed::new(&segment)),
+            segment,
         }
     }
 
@@ -90,6 +95,11 @@ impl AppState {
     /// The segment this server shares.
     pub fn segment(&self) -> &Arc<Segment> {
         &self.segment
+    }
+
+    /// The server's live view of the segment, which `/events` streams follow.
+    pub fn live_feed(&self) -> &Arc<live::LiveFeed> {
+        &self.live
     }
 
     /// The limits this server enforces.
@@ -135,7 +145,8 @@ pub fn app(state: AppState) -> Router {
         .route("/image.png", get(image::serve_png))
         .route("/api/segment", get(api::segment))
         .route("/healthz", get(api::healthz))
-        .nest_service("/static", ServeDir::new(STATIC_DIR))
+        .route("/events", get(live::events))
+        .nest_service("/static", assets::service(STATIC_DIR))
         .fallback(error::not_found)
         .layer(guard)
         .with_state(state)
@@ -157,14 +168,27 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes, then lets running requests finish.
+///
+/// While it serves, a [`live::SegmentWatcher`] pushes new images to `/events` streams; when
+/// `shutdown` completes those streams end, and the watcher has let go of the segment by the
+/// time this returns.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let feed = Arc::clone(state.live_feed());
+    let watcher = live::SegmentWatcher::start(state.segment(), Arc::clone(&feed))?;
+    let closing = Arc::clone(&feed);
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.close();
+        })
+        .await;
+    feed.close();
+    watcher.stop().await;
+    served
 }
 
 /// Starts listening for SIGINT (Ctrl-C) and SIGTERM now, and returns a future that completes

@@ -3,6 +3,10 @@
 //! The page needs no JavaScript. "Load image from file" is a plain multipart form posting to
 //! `/image`, which redirects back here with `?loaded=SEQ&name=FILE`; "Display image from shared
 //! memory" is a plain form asking for `/?show=1`, which shows `/image.png?seq=N`.
+//!
+//! With JavaScript, `static/app.js` enhances it: live updates from `/events`, upload progress,
+//! drag-and-drop and paste. The page tells the script which image it shows (`data-image-id`,
+//! `I-N` as in the ETag and the event ids) and the segment's incarnation (`data-incarnation`).
 
 use super::timestamp::rfc3339;
 use super::{AppError, AppState, blocking};
@@ -30,6 +34,8 @@ pub(crate) struct PageQuery {
 #[template(path = "page.html")]
 struct Page {
     segment: String,
+    /// The segment's incarnation in hexadecimal, for the script's image URLs.
+    incarnation: String,
     status: Status,
     picture: Option<Picture>,
     facts: SegmentFacts,
@@ -52,6 +58,8 @@ struct Picture {
     caption: String,
     /// Intrinsic size, when `src` is the full image, so the layout does not jump.
     size: Option<(u32, u32)>,
+    /// `I-N`: which image this is, as `/events` names it.
+    image_id: String,
 }
 
 /// The segment's state, ready to print.
@@ -98,12 +106,13 @@ pub(crate) async fn show(
         .and_then(|seq| seq.parse::<u64>().ok());
     let view = match loaded {
         Some(seq) => loaded_view(&state, &snapshot, seq, query.name.as_deref()),
-        None if query.show.is_some() => display_view(&snapshot),
+        None if query.show.is_some() => display_view(&snapshot, state.segment.incarnation()),
         None => idle_view(&snapshot),
     };
     let (code, status, picture) = view;
     let page = Page {
         segment: segment_name.clone(),
+        incarnation: format!("{:x}", state.segment.incarnation()),
         status,
         picture,
         facts: SegmentFacts::from(&snapshot),
@@ -138,6 +147,7 @@ fn loaded_view(state: &AppState, snapshot: &SegmentState, seq: u64, name: Option
         describe(info),
         snapshot.name
     );
+    let incarnation = state.segment.incarnation();
     let picture = if current.is_some() {
         let full = image_url(seq);
         Some(
@@ -151,8 +161,9 @@ fn loaded_view(state: &AppState, snapshot: &SegmentState, seq: u64, name: Option
                     ),
                     full,
                     size: None,
+                    image_id: image_id(incarnation, seq),
                 },
-                None => full_picture(info, format!("{name}, image #{seq}")),
+                None => full_picture(info, incarnation, format!("{name}, image #{seq}")),
             },
         )
     } else {
@@ -163,7 +174,7 @@ fn loaded_view(state: &AppState, snapshot: &SegmentState, seq: u64, name: Option
 }
 
 /// After "Display image from shared memory": the segment's image, or why there is none.
-fn display_view(snapshot: &SegmentState) -> View {
+fn display_view(snapshot: &SegmentState, incarnation: u64) -> View {
     match &snapshot.image {
         Some(info) => {
             let text = format!(
@@ -173,7 +184,8 @@ fn display_view(snapshot: &SegmentState) -> View {
                 snapshot.name,
                 writer(info)
             );
-            let picture = full_picture(info, format!("Image #{} from shared memory", info.seq));
+            let alt = format!("Image #{} from shared memory", info.seq);
+            let picture = full_picture(info, incarnation, alt);
             (StatusCode::OK, Status { kind: "ok", text }, Some(picture))
         }
         None => {
@@ -213,8 +225,9 @@ fn idle_view(snapshot: &SegmentState) -> View {
 }
 
 /// The full image behind `/image.png`.
-fn full_picture(info: &ImageInfo, alt: String) -> Picture {
+fn full_picture(info: &ImageInfo, incarnation: u64, alt: String) -> Picture {
     Picture {
+        image_id: image_id(incarnation, info.seq),
         src: image_url(info.seq),
         full: image_url(info.seq),
         alt,
@@ -226,6 +239,11 @@ fn full_picture(info: &ImageInfo, alt: String) -> Picture {
 /// `/image.png?seq=N`: a distinct URL per image, so browsers never show a stale one.
 fn image_url(seq: u64) -> String {
     format!("/image.png?seq={seq}")
+}
+
+/// `I-N`, the image's name in `/events` ids and ETags (without the quotes).
+fn image_id(incarnation: u64, seq: u64) -> String {
+    format!("{incarnation:x}-{seq}")
 }
 
 /// "1920x1080, RGB 8-bit".

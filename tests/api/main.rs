@@ -8,6 +8,7 @@ mod errors;
 mod helpers;
 mod image_png;
 mod lifecycle;
+mod live;
 mod page;
 mod security;
 mod upload;

@@ -20,8 +20,13 @@ async fn the_page_has_both_actions_and_needs_no_script() {
     assert!(page.contains("Load image from file"));
     assert!(page.contains("Display image from shared memory"));
     assert!(page.contains(&format!("segment \"{segment}\" holds no image yet")));
-    assert!(page.contains(r#"href="/static/style.css""#));
-    assert!(!page.contains("<script"), "the page needs no JavaScript");
+    assert!(page.contains(r#"href="/static/style.css?v="#), "{page}");
+    // The script only enhances the page: one external file, deferred, and no inline code.
+    assert_eq!(page.matches("<script").count(), 1, "{page}");
+    assert!(
+        page.contains(r#"<script src="/static/app.js?v="#) && page.contains("defer></script>"),
+        "{page}"
+    );
 
     let css = a.get("/static/style.css").await;
     assert_eq!(css.status(), 200);
