@@ -18,6 +18,32 @@ use crate::raster::Raster;
 pub use self::decode::decode;
 pub use self::encode::{encode_png, thumbnail_png};
 
+/// Fuzzing entry points: the PNG writer with its pieces made small, for the fuzz target.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::EncodeError;
+    use crate::raster::Raster;
+
+    /// `raster` as a PNG cut into `bands` bands (0: one stream), deflate segments of
+    /// `segment_len` bytes and `IDAT` chunks of `max_chunk_len` bytes.
+    pub fn encode_png_in_pieces(
+        raster: &Raster,
+        bands: usize,
+        segment_len: usize,
+        max_chunk_len: usize,
+    ) -> Result<Vec<u8>, EncodeError> {
+        super::png_writer::write_png_in_pieces(
+            raster.pixels(),
+            raster.width(),
+            raster.height(),
+            raster.format(),
+            bands,
+            segment_len,
+            max_chunk_len,
+        )
+    }
+}
+
 /// Limits a decode enforces before it allocates.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {

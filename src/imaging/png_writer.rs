@@ -99,6 +99,26 @@ pub(super) fn write_png(
     write_png_with(pixels, width, height, format, layout)
 }
 
+/// [`write_png`] cut into `bands` bands (0: one unstitched stream), deflate segments of
+/// `segment_len` bytes and chunks of `max_chunk_len` bytes, so that a fuzzer can reach the
+/// stitching with small images.
+pub(super) fn write_png_in_pieces(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    format: PixelFormat,
+    bands: usize,
+    segment_len: usize,
+    max_chunk_len: usize,
+) -> Result<Vec<u8>, EncodeError> {
+    let layout = Layout {
+        bands: (bands > 0).then_some(bands),
+        segment_len,
+        max_chunk_len,
+    };
+    write_png_with(pixels, width, height, format, layout)
+}
+
 /// How an image's data is cut up; production uses the constants above, tests small pieces.
 #[derive(Debug, Clone, Copy)]
 struct Layout {

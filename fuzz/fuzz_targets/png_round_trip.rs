@@ -1,0 +1,44 @@
+//! Arbitrary pixels through shmimage's PNG writer, cut into small bands, segments and chunks:
+//! the file must decode (with the `image` crate) to exactly the same pixels.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shmimage::imaging::fuzzing::encode_png_in_pieces;
+use shmimage::raster::{PixelFormat, Raster};
+
+fuzz_target!(|data: &[u8]| {
+    let [format, width, height, bands, segment, chunk, pixels @ ..] = data else {
+        return;
+    };
+    let format = PixelFormat::ALL[*format as usize % PixelFormat::ALL.len()];
+    let (width, height) = (u32::from(*width % 64) + 1, u32::from(*height % 64) + 1);
+    let len = format.byte_len(width, height).unwrap() as usize;
+    // Pixels from the input, repeated to fill the image (runs and noise both occur).
+    let bytes: Vec<u8> = if pixels.is_empty() {
+        vec![0; len]
+    } else {
+        pixels.iter().copied().cycle().take(len).collect()
+    };
+    let raster = Raster::new(width, height, format, bytes).unwrap();
+    let png = encode_png_in_pieces(
+        &raster,
+        usize::from(*bands % 5),
+        usize::from(*segment) * 16 + 1,
+        usize::from(*chunk) * 64 + 1,
+    )
+    .expect("any raster encodes");
+
+    let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+        .expect("the PNG decodes");
+    assert_eq!((decoded.width(), decoded.height()), (width, height));
+    assert_eq!(
+        decoded.color().bytes_per_pixel() as u32,
+        format.bytes_per_pixel()
+    );
+    // 16-bit samples: image keeps them in native order in memory, as rasters do.
+    assert!(
+        decoded.as_bytes() == raster.pixels(),
+        "pixels differ for {format} {width}x{height}"
+    );
+});

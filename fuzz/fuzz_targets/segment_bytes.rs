@@ -1,0 +1,33 @@
+//! Arbitrary bytes as a segment's header and slot record: the checks must never panic, and
+//! whatever they accept must be safe to copy (length matches the dimensions, fits the slot).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shmimage::segment::fuzzing::{HeaderFields, SlotFields};
+
+fuzz_target!(|data: &[u8]| {
+    let (header, slot) = data.split_at(data.len().min(20));
+    let object_len = u64::from_le_bytes(
+        data.iter()
+            .rev()
+            .take(8)
+            .copied()
+            .chain(std::iter::repeat(0))
+            .take(8)
+            .collect::<Vec<u8>>()
+            .try_into()
+            .unwrap(),
+    );
+    let _ = HeaderFields::from_bytes(header).validate(object_len);
+
+    let fields = SlotFields::from_bytes(slot);
+    let max_capacity = object_len;
+    if let Ok(image) = fields.validate(fields.seq, max_capacity) {
+        let expected = image.format.byte_len(image.width, image.height);
+        assert_eq!(expected, Some(image.byte_len));
+        assert!(image.byte_len <= image.capacity && image.capacity <= max_capacity);
+        assert!(image.width > 0 && image.height > 0);
+        assert!(image.writer_label.len() <= 3 * 48);
+    }
+});
