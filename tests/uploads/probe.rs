@@ -15,6 +15,8 @@ pub struct Resources {
     pub fds: usize,
     /// Lines in `/proc/PID/maps`.
     pub maps: usize,
+    /// Lines in `/proc/PID/maps` that map a shmimage segment's objects from `/dev/shm`.
+    pub segment_maps: usize,
     /// `Threads` in `/proc/PID/status`.
     pub threads: u64,
 }
@@ -50,15 +52,19 @@ pub fn resources(pid: u32) -> Resources {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap_or_else(|e| panic!("list /proc/{pid}/fd: {e}"))
         .count();
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/maps: {e}"))
+    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/maps: {e}"));
+    let maps = maps_text.lines().count();
+    let segment_maps = maps_text
         .lines()
+        .filter(|line| line.contains("/dev/shm/shmimage."))
         .count();
     Resources {
         peak_rss_kib: field("VmHWM"),
         rss_kib: field("VmRSS"),
         fds,
         maps,
+        segment_maps,
         threads: field("Threads"),
     }
 }
