@@ -112,7 +112,7 @@ pub async fn upload_loop(shared: Shared, server: usize, base: String, pool: Vec<
     let mut turn = 0usize;
     while shared.running() {
         let image = &pool[turn % pool.len()];
-        let request = if turn % 2 == 0 {
+        let request = if turn.is_multiple_of(2) {
             let part = Part::bytes(image.png.as_ref().clone())
                 .file_name(format!("{}.png", image.id.0))
                 .mime_str("image/png")
