@@ -53,9 +53,13 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeErro
             // The PNG decoder reads every chunk up to the image data before it reports the
             // dimensions, so a header that claims a huge image and then breaks off fails here.
             // Its IHDR still says how big the image claims to be, and that is the better answer.
-            if container == "PNG"
-                && let Some((width, height)) = png_header_dimensions(bytes)
-            {
+            // So does the BMP decoder for a side over 65535 pixels.
+            let claimed = match container {
+                "PNG" => png_header_dimensions(bytes),
+                "BMP" => bmp_header_dimensions(bytes),
+                _ => None,
+            };
+            if let Some((width, height)) = claimed {
                 check_pixel_count(width, height, limits)?;
             }
             return Err(decode_error(container, error));
@@ -158,6 +162,18 @@ fn png_header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
     let (width, rest) = rest.split_first_chunk::<4>()?;
     let (height, _) = rest.split_first_chunk::<4>()?;
     Some((u32::from_be_bytes(*width), u32::from_be_bytes(*height)))
+}
+
+/// The width and height a BMP's info header claims (a negative height means top-down rows);
+/// `None` if the file is too short or has only the old 12-byte core header.
+fn bmp_header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let field = |at: usize| -> Option<i32> {
+        Some(i32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    if !bytes.starts_with(b"BM") || field(14)? < 40 {
+        return None;
+    }
+    Some((field(18)?.unsigned_abs(), field(22)?.unsigned_abs()))
 }
 
 /// Whether a JPEG stops before its end-of-image (EOI) marker.

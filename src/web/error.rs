@@ -86,6 +86,13 @@ pub enum AppError {
     )]
     CrossSite { origin: String },
 
+    /// The request took longer than `--request-timeout`.
+    #[error(
+        "the request took longer than {seconds} seconds and was stopped: send the upload faster \
+         or a smaller file, or start the server with a larger --request-timeout"
+    )]
+    RequestTimeout { seconds: u64 },
+
     /// Something on the server's side went wrong.
     #[error("{0}")]
     Internal(String),
@@ -122,6 +129,7 @@ impl AppError {
             AppError::NoImage { .. } | AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::UnknownHost { .. } => StatusCode::MISDIRECTED_REQUEST,
             AppError::CrossSite { .. } => StatusCode::FORBIDDEN,
+            AppError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -13,6 +13,8 @@
 //!   the browser says they come from elsewhere: `Sec-Fetch-Site` other than `same-origin`/`none`,
 //!   or an `Origin` that is not this server's own. curl and scripts send neither and pass.
 //!
+//! Requests that take longer than `--request-timeout` are answered with `408` and a message.
+//!
 //! Every response also carries a Content-Security-Policy that allows only what the page needs
 //! (its own scripts, styles, images and connections), and refuses framing.
 
@@ -123,6 +125,27 @@ fn cross_site_origin(method: &Method, headers: &HeaderMap, authority: &str) -> O
         None => {
             origin.filter(|origin| !origin.eq_ignore_ascii_case(&format!("http://{authority}")))
         }
+    }
+}
+
+/// The middleware that answers `408` with a message when a request, upload included, takes
+/// longer than `--request-timeout`. (The response body of `/events` is a stream sent after the
+/// response is returned, so it is not cut off.)
+pub(crate) async fn limit_request_time(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let reply = Reply::for_headers(request.headers());
+    let limit = state.limits().request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => reply.error(
+            AppError::RequestTimeout {
+                seconds: limit.as_secs(),
+            },
+            &state,
+        ),
     }
 }
 

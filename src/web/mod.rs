@@ -27,7 +27,6 @@ pub use error::AppError;
 use crate::segment::Segment;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use std::future::Future;
 use std::io;
@@ -36,7 +35,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -137,8 +135,8 @@ impl AppState {
 /// the security headers on every response.
 pub fn app(state: AppState) -> Router {
     let upload_limit = DefaultBodyLimit::max(state.limits.max_upload_bytes);
-    let request_timeout = state.limits.request_timeout;
     let guard = axum::middleware::from_fn_with_state(state.clone(), guard::refuse_foreign_requests);
+    let time_limit = axum::middleware::from_fn_with_state(state.clone(), guard::limit_request_time);
     let mut router = Router::new()
         .route("/", get(page::show))
         .route("/image", post(upload::receive).layer(upload_limit))
@@ -149,11 +147,8 @@ pub fn app(state: AppState) -> Router {
         .nest_service("/static", assets::service(STATIC_DIR))
         .fallback(error::not_found)
         .layer(guard)
+        .layer(time_limit)
         .with_state(state)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
             TraceLayer::new_for_http()

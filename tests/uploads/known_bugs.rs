@@ -1,6 +1,6 @@
-//! KNOWN BUGS in how the server refuses bad uploads: each test here fails against the current
-//! server and is ignored so the suite stays green. Run them with
-//! `cargo test --test uploads known_bugs -- --ignored`; remove the `#[ignore]` with the fix.
+//! Bugs the bad-upload corpus found in how the server refuses uploads. Fixed ones stay here as
+//! regression tests; the one still open is ignored so the suite stays green (run it with
+//! `cargo test --test uploads known_bugs -- --ignored`; remove the `#[ignore]` with the fix).
 
 use crate::corpus::{Case, Delivery};
 use crate::forge;
@@ -11,11 +11,9 @@ use image::ImageFormat;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
-/// The 408 of `--request-timeout` comes with an empty body, while the README promises every
-/// error a message (JSON `{"error"}` for API clients, a page for browsers): the timeout layer
-/// answers by itself, outside the code that writes messages.
+/// The 408 of `--request-timeout` says why, like every other error (it once came with an empty
+/// body from tower-http's timeout layer).
 #[tokio::test]
-#[ignore = "known bug: the 408 of --request-timeout has an empty body, no message"]
 async fn a_408_says_why() {
     let segment = fresh_segment();
     let server = spawn_server_with(&segment, &["--request-timeout", "2"]);
@@ -64,11 +62,9 @@ async fn a_client_stalled_in_its_request_head_is_dropped() {
     );
 }
 
-/// A BMP whose header claims a side over 65535 pixels is refused by the BMP decoder itself, and
-/// the server reports that as a corrupt or truncated file (422) instead of an image with more
-/// pixels than `--max-pixels` (413), as it does for every other format.
+/// A BMP whose header claims a side over 65535 pixels is refused by the BMP decoder itself; the
+/// server must still call it too large (413), as for every other format, not corrupt (422).
 #[tokio::test]
-#[ignore = "known bug: a BMP over 65535 pixels wide is called corrupt (422), not too large (413)"]
 async fn a_bmp_wider_than_65535_is_too_large_not_corrupt() {
     let segment = fresh_segment();
     let server = spawn_server_with(&segment, &["--max-pixels", "1000000"]);

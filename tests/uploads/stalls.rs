@@ -124,8 +124,8 @@ async fn stalled_uploads_get_408_after_the_timeout_while_others_are_served() {
     for (case, reply) in cases.iter().zip(&replies) {
         match reply {
             Ok(reply) => {
-                // The 408 comes from the timeout layer, without a message (a known bug, see
-                // `known_bugs::a_408_says_why`): status and timing count here.
+                // The message is checked in `known_bugs::a_408_says_why`: status and timing
+                // count here.
                 let found = problems(case, reply, false);
                 if !found.is_empty() {
                     failures.push(format!("{}: {}", case.label, found.join("; ")));
