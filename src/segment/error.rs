@@ -61,6 +61,19 @@ pub enum SegmentError {
     },
 }
 
+impl SegmentError {
+    /// Turns an error of system call `op` on object `os_name` into [`SegmentError::Os`], for
+    /// `map_err`.
+    pub(super) fn os(op: &'static str, os_name: &str) -> impl FnOnce(io::Error) -> SegmentError {
+        let os_name = os_name.to_owned();
+        move |source| SegmentError::Os {
+            op,
+            os_name,
+            source,
+        }
+    }
+}
+
 /// The rule that segment bytes broke; see [`SegmentError::Corrupt`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Corruption {

@@ -147,6 +147,17 @@ pub struct ControlHeader {
     pub lock: UnsafeCell<libc::pthread_mutex_t>,
 }
 
+impl ControlHeader {
+    /// Writes the fields that say "a shmimage control header of this layout": magic, version
+    /// and header size. `ready` is the caller's to set once everything else is in place.
+    pub fn stamp_identity(&self) {
+        self.magic.store(CONTROL_MAGIC, Ordering::Relaxed);
+        self.version.store(LAYOUT_VERSION, Ordering::Relaxed);
+        self.header_size
+            .store(size_of::<ControlHeader>() as u32, Ordering::Relaxed);
+    }
+}
+
 /// The first bytes of every data object.
 #[repr(C)]
 pub struct DataHeader {

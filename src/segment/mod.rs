@@ -107,8 +107,8 @@ pub mod fuzzing {
 
 use crate::raster::{PixelFormat, Raster};
 use layout::{
-    ATTACHMENT_ENTRIES, CONTROL_MAGIC, ControlHeader, DATA_MAGIC, DataFields, DataHeader,
-    HeaderFields, LAYOUT_VERSION, READY, SlotFields, SlotImage, pack_state, unpack_state,
+    ATTACHMENT_ENTRIES, ControlHeader, DATA_MAGIC, DataFields, DataHeader, HeaderFields, READY,
+    SlotFields, SlotImage, pack_state, unpack_state,
 };
 use lock::{LockError, LockGuard, RobustMutex};
 use os::{LockKind, Mapping, OpenMode};
@@ -304,14 +304,7 @@ impl Segment {
     /// header is valid, and re-initialised otherwise; their stale data objects are removed.
     pub fn attach(config: SegmentConfig) -> Result<Segment, SegmentError> {
         let os_name = config.name.control_os_name();
-        let os_err = |op: &'static str| {
-            let os_name = os_name.clone();
-            move |source: io::Error| SegmentError::Os {
-                op,
-                os_name,
-                source,
-            }
-        };
+        let os_err = |op| SegmentError::os(op, &os_name);
         loop {
             let file =
                 os::shm_open(&os_name, OpenMode::OpenOrCreate).map_err(os_err("shm_open"))?;
@@ -591,14 +584,7 @@ impl Segment {
         if self.control.poisoned() {
             return Err(error);
         }
-        let os_err = |op| {
-            let os_name = self.control_os_name.clone();
-            move |source| SegmentError::Os {
-                op,
-                os_name,
-                source,
-            }
-        };
+        let os_err = |op| SegmentError::os(op, &self.control_os_name);
         // Under the gate, so that no process attaches or detaches while the header is rebuilt.
         os::lock_byte(&self.control_file, GATE_BYTE, LockKind::Exclusive, true)
             .map_err(os_err("locking the gate of"))?;
@@ -613,12 +599,7 @@ impl Segment {
             // garbage anyway (see above), and the gate keeps attaching processes out.
             unsafe { RobustMutex::init(header.lock.get()) }
                 .map_err(os_err("initialising the lock of"))?;
-            header.magic.store(CONTROL_MAGIC, Ordering::Relaxed);
-            header.version.store(LAYOUT_VERSION, Ordering::Relaxed);
-            header.header_size.store(
-                std::mem::size_of::<ControlHeader>() as u32,
-                Ordering::Relaxed,
-            );
+            header.stamp_identity();
             header.ready.store(READY, Ordering::Release);
             self.check_header()
         })();
@@ -972,14 +953,7 @@ impl Segment {
 
     fn detach_inner(&mut self) -> Result<bool, SegmentError> {
         let file = &self.control_file;
-        let os_err = |op| {
-            let os_name = self.control_os_name.clone();
-            move |source| SegmentError::Os {
-                op,
-                os_name,
-                source,
-            }
-        };
+        let os_err = |op| SegmentError::os(op, &self.control_os_name);
         os::lock_byte(file, GATE_BYTE, LockKind::Exclusive, true)
             .map_err(os_err("locking the gate of"))?;
         if let Some(i) = self.registry_entry.take() {
@@ -1034,14 +1008,7 @@ fn data_objects_of(name: &SegmentName) -> Vec<String> {
 /// unusable one, removing every data object of the segment.
 fn prepare_unshared(name: &SegmentName, file: &File) -> Result<(), SegmentError> {
     let os_name = name.control_os_name();
-    let os_err = |op: &'static str| {
-        let os_name = os_name.clone();
-        move |source: io::Error| SegmentError::Os {
-            op,
-            os_name,
-            source,
-        }
-    };
+    let os_err = |op| SegmentError::os(op, &os_name);
     let len = file.metadata().map_err(os_err("fstat"))?.len();
     if len >= CONTROL_LEN as u64 {
         let control = Mapping::open(&os_name).map_err(|e| os_err("mmap")(os::shmem_error(e)))?;
@@ -1085,12 +1052,7 @@ fn prepare_unshared(name: &SegmentName, file: &File) -> Result<(), SegmentError>
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    header.magic.store(CONTROL_MAGIC, Ordering::Relaxed);
-    header.version.store(LAYOUT_VERSION, Ordering::Relaxed);
-    header.header_size.store(
-        std::mem::size_of::<ControlHeader>() as u32,
-        Ordering::Relaxed,
-    );
+    header.stamp_identity();
     header.created_at_ns.store(now_ns, Ordering::Relaxed);
     header.next_generation.store(1, Ordering::Relaxed);
     header.ready.store(READY, Ordering::Release);
