@@ -117,6 +117,17 @@ impl Server {
             .map_or(0, |kib| kib * 1024)
     }
 
+    /// Minor page faults so far (`/proc/PID/stat` field 10).
+    fn minor_faults(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| {
+                let after_name = stat.rsplit_once(')')?.1;
+                after_name.split_whitespace().nth(7)?.parse().ok()
+            })
+            .unwrap_or(0)
+    }
+
     /// `VmRSS`, `VmHWM`, `RssAnon` and `RssShmem`, in MB.
     fn memory_report(&self) -> Value {
         json!({
@@ -350,6 +361,7 @@ async fn upload_and_share(
     let mut samples = Samples::default();
     let mut png = Bytes::new();
     for _ in 0..reps {
+        let a_faults_before = a.minor_faults();
         let start = Instant::now();
         let response = client
             .post(a.url("/image"))
@@ -368,6 +380,8 @@ async fn upload_and_share(
         let timing = server_timing(&response);
         response.bytes().await?;
         let uploaded = Instant::now();
+        samples.push("a_faults", (a.minor_faults() - a_faults_before) as f64);
+        let faults_before = b.minor_faults();
         let response = client.get(b.url("/image.png")).send().await?;
         if response.status() != 200 {
             return Err(format!("B answered {}", response.status()).into());
@@ -375,6 +389,7 @@ async fn upload_and_share(
         let read = server_timing(&response);
         png = response.bytes().await?;
         let shared = Instant::now();
+        samples.push("b_faults", (b.minor_faults() - faults_before) as f64);
 
         samples.push("upload", ms(uploaded - start));
         for step in ["receive", "decode", "write"] {
@@ -596,6 +611,8 @@ async fn main() -> Result<(), Error> {
                     "png_mb": mb(png_len as u64),
                     "image_fast_png_mb": mb(fast_len as u64),
                     "share_ms": samples.median("share"),
+                    "upload_minor_page_faults_a": samples.median("a_faults"),
+                    "cold_get_minor_page_faults_b": samples.median("b_faults"),
                     "repetitions": reps,
                 }),
             );

@@ -20,6 +20,7 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
+use futures_util::StreamExt as _;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -201,22 +202,38 @@ async fn read_upload(state: &AppState, request: Request) -> Result<Upload, AppEr
         }
         Err(AppError::MissingImageField)
     } else if media_type.starts_with("image/") || media_type == "application/octet-stream" {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    AppError::UploadTooLarge { limit }
-                } else {
-                    AppError::MalformedUpload(rejection.body_text())
-                }
-            })?;
         Ok(Upload {
             file_name: None,
-            bytes,
+            bytes: read_body(request, limit).await?,
         })
     } else {
         Err(AppError::UnsupportedContentType { content_type })
     }
+}
+
+/// A raw body of at most `limit` bytes, read into one buffer sized by `Content-Length`.
+///
+/// Each piece is copied into the buffer and let go as it arrives, so the body is in memory
+/// once, not as a list of pieces plus a contiguous copy of them.
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, AppError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(AppError::UploadTooLarge { limit });
+    }
+    let mut body = request.into_body().into_data_stream();
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|error| AppError::MalformedUpload(error.to_string()))?;
+        if bytes.len() + piece.len() > limit {
+            return Err(AppError::UploadTooLarge { limit });
+        }
+        bytes.extend_from_slice(&piece);
+    }
+    Ok(Bytes::from(bytes))
 }
 
 /// A multipart failure: too large becomes 413, anything else a malformed upload.
