@@ -5,8 +5,13 @@
 //! the image gets `304 Not Modified` from the lock-free [`Segment::seq`] without a pixel being
 //! read. The encoded PNG of the latest image is kept in a [`PngCache`]; requests that arrive
 //! while it is being encoded wait for that one encode instead of starting their own.
+//!
+//! A `200` says in `Server-Timing` (see [`super::timing`]) how it was served: `read` (the copy
+//! out of the segment) and `encode` when this request encoded the image, `cache;desc=hit` when
+//! the PNG was already there, `cache;desc=wait` when it waited for another request's encode.
 
 use super::error::Reply;
+use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
 use crate::imaging;
 use crate::segment::Segment;
@@ -15,6 +20,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 use tokio::sync::OnceCell;
 
 /// A PNG of the segment's image, with the sequence number of the write that stored it.
@@ -22,6 +28,19 @@ use tokio::sync::OnceCell;
 pub struct EncodedPng {
     pub seq: u64,
     pub png: Bytes,
+    /// How long reading the pixels and encoding them took.
+    pub timing: ServerTiming,
+}
+
+/// How a request got its PNG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// This request read and encoded the image.
+    Encoded,
+    /// The PNG was in the cache already.
+    Cached,
+    /// Another request was encoding it; this one waited for that.
+    Waited,
 }
 
 /// The PNG of the newest image this server has been asked for.
@@ -40,7 +59,11 @@ struct CachedPng {
 impl PngCache {
     /// The PNG of the segment's current image, which the segment announced as `seq`: from the
     /// cache, or read and encoded on the blocking threads once for everybody asking.
-    pub async fn current(&self, segment: &Arc<Segment>, seq: u64) -> Result<EncodedPng, AppError> {
+    pub async fn current(
+        &self,
+        segment: &Arc<Segment>,
+        seq: u64,
+    ) -> Result<(EncodedPng, Served), AppError> {
         let entry = {
             let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
             match latest.as_ref() {
@@ -60,21 +83,39 @@ impl PngCache {
                 }
             }
         };
+        if let Some(png) = entry.png.get() {
+            return Ok((png.clone(), Served::Cached));
+        }
         let segment = Arc::clone(segment);
-        entry
+        let mut encoded_here = false;
+        let png = entry
             .png
-            .get_or_try_init(|| blocking(move || encode_stored(&segment)))
-            .await
-            .cloned()
+            .get_or_try_init(|| {
+                encoded_here = true;
+                blocking(move || encode_stored(&segment))
+            })
+            .await?
+            .clone();
+        let served = if encoded_here {
+            Served::Encoded
+        } else {
+            Served::Waited
+        };
+        Ok((png, served))
     }
 }
 
 /// Reads the segment's image and encodes it. Blocks.
 fn encode_stored(segment: &Segment) -> Result<EncodedPng, AppError> {
-    let stored = segment.read()?.ok_or_else(|| AppError::NoImage {
-        segment: segment.name().to_string(),
-    })?;
+    let mut timing = ServerTiming::new();
+    let stored = timing
+        .time("read", || segment.read())?
+        .ok_or_else(|| AppError::NoImage {
+            segment: segment.name().to_string(),
+        })?;
+    let started = Instant::now();
     let png = imaging::encode_png(&stored.raster)?;
+    timing.record_since("encode", started);
     tracing::debug!(
         seq = stored.info.seq,
         bytes = png.len(),
@@ -83,6 +124,7 @@ fn encode_stored(segment: &Segment) -> Result<EncodedPng, AppError> {
     Ok(EncodedPng {
         seq: stored.info.seq,
         png: Bytes::from(png),
+        timing,
     })
 }
 
@@ -100,7 +142,8 @@ pub(crate) async fn serve_png(State(state): State<AppState>, headers: HeaderMap)
         return (StatusCode::NOT_MODIFIED, cache_headers(incarnation, seq)).into_response();
     }
     match state.png.current(&state.segment, seq).await {
-        Ok(encoded) => (
+        Ok((encoded, served)) => (
+            served_timing(&encoded, served),
             cache_headers(incarnation, encoded.seq),
             [(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))],
             encoded.png,
@@ -108,6 +151,23 @@ pub(crate) async fn serve_png(State(state): State<AppState>, headers: HeaderMap)
             .into_response(),
         Err(error) => Reply::for_headers(&headers).error(error, &state),
     }
+}
+
+/// The `Server-Timing` of a `200`: the read and encode if this request did them, else how
+/// the cache served it.
+fn served_timing(encoded: &EncodedPng, served: Served) -> ServerTiming {
+    match served {
+        Served::Encoded => encoded.timing.clone(),
+        Served::Cached => cached("hit"),
+        Served::Waited => cached("wait"),
+    }
+}
+
+/// `cache;desc=DESCRIPTION`.
+fn cached(description: &'static str) -> ServerTiming {
+    let mut timing = ServerTiming::new();
+    timing.describe("cache", description);
+    timing
 }
 
 /// The ETag of the image written as `seq` into incarnation `incarnation` of the segment:

@@ -11,6 +11,7 @@
 //! - [`live`]: `GET /events`, new images pushed to open pages as Server-Sent Events.
 //! - [`assets`]: `GET /static/…`, the stylesheet and the page's script, with caching headers.
 //! - [`error`]: [`AppError`], every failure with its status and message, as HTML or JSON.
+//! - [`timing`]: `Server-Timing` headers on uploads and PNG reads.
 
 pub mod api;
 pub mod assets;
@@ -20,6 +21,7 @@ pub mod image;
 pub mod live;
 pub mod page;
 mod timestamp;
+pub mod timing;
 pub mod upload;
 
 pub use error::AppError;

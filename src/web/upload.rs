@@ -4,8 +4,12 @@
 //! A browser form gets `303 See Other` back to the page, which then says what was loaded; other
 //! clients get `201 Created` with the image's metadata as JSON. A failed upload never changes the
 //! segment: nothing is written until the image has been decoded within the limits.
+//!
+//! Both answers carry a `Server-Timing` header (see [`super::timing`]) with the time spent
+//! receiving the body, decoding it and writing the pixels into the segment.
 
 use super::error::Reply;
+use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
 use crate::imaging::{self, DecodeLimits};
 use crate::raster::Raster;
@@ -16,7 +20,9 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
+use futures_util::StreamExt as _;
 use serde::Serialize;
+use std::time::Instant;
 
 /// The form field that carries the file.
 pub const IMAGE_FIELD: &str = "image";
@@ -67,14 +73,14 @@ struct LoadedQuery<'a> {
 pub(crate) async fn receive(State(state): State<AppState>, request: Request) -> Response {
     let reply = Reply::for_headers(request.headers());
     match store(&state, request, reply).await {
-        Ok((upload_name, info)) => match reply {
+        Ok((upload_name, info, timing)) => match reply {
             Reply::Page => {
                 let query = LoadedQuery {
                     loaded: info.seq,
                     name: upload_name.as_deref(),
                 };
                 match serde_urlencoded::to_string(&query) {
-                    Ok(query) => Redirect::to(&format!("/?{query}")).into_response(),
+                    Ok(query) => (timing, Redirect::to(&format!("/?{query}"))).into_response(),
                     Err(error) => reply.error(
                         AppError::Internal(format!("cannot build the page address: {error}")),
                         &state,
@@ -92,6 +98,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request) -> 
                 };
                 (
                     StatusCode::CREATED,
+                    timing,
                     [(header::LOCATION, "/image.png")],
                     Json(stored),
                 )
@@ -102,22 +109,29 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request) -> 
     }
 }
 
-/// Reads, decodes and writes the upload; returns its file name and what the segment says.
+/// Reads, decodes and writes the upload; returns its file name, what the segment says and how
+/// long each step took.
 async fn store(
     state: &AppState,
     request: Request,
     reply: Reply,
-) -> Result<(Option<String>, ImageInfo), AppError> {
+) -> Result<(Option<String>, ImageInfo, ServerTiming), AppError> {
+    let mut timing = ServerTiming::new();
+    let received = Instant::now();
     let upload = read_upload(state, request).await?;
+    timing.record_since("receive", received);
     let segment = state.segment.clone();
     let limits = DecodeLimits {
         max_pixels: state.limits.max_pixels,
     };
     let want_thumbnail = reply == Reply::Page;
     let bytes = upload.bytes;
-    let (info, thumbnail) = blocking(move || {
-        let decoded = imaging::decode(&bytes, &limits)?;
-        let info = segment.write(&decoded.raster)?;
+    let (info, thumbnail, steps) = blocking(move || {
+        let mut steps = ServerTiming::new();
+        let decoded = steps.time("decode", || imaging::decode(&bytes, &limits))?;
+        // The upload's bytes are not needed any more: free them before the copy.
+        drop(bytes);
+        let info = steps.time("write", || segment.write(&decoded.raster))?;
         tracing::info!(
             seq = info.seq,
             format = decoded.format,
@@ -131,16 +145,17 @@ async fn store(
         } else {
             None
         };
-        Ok((info, thumbnail))
+        Ok((info, thumbnail, steps))
     })
     .await?;
+    timing.extend(&steps);
     if want_thumbnail {
         state.remember_upload(RecentUpload {
             info: info.clone(),
             thumbnail,
         });
     }
-    Ok((upload.file_name, info))
+    Ok((upload.file_name, info, timing))
 }
 
 /// A `data:image/png;base64,...` preview of `raster`, or `None` (logged) if none can be made.
@@ -187,22 +202,38 @@ async fn read_upload(state: &AppState, request: Request) -> Result<Upload, AppEr
         }
         Err(AppError::MissingImageField)
     } else if media_type.starts_with("image/") || media_type == "application/octet-stream" {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    AppError::UploadTooLarge { limit }
-                } else {
-                    AppError::MalformedUpload(rejection.body_text())
-                }
-            })?;
         Ok(Upload {
             file_name: None,
-            bytes,
+            bytes: read_body(request, limit).await?,
         })
     } else {
         Err(AppError::UnsupportedContentType { content_type })
     }
+}
+
+/// A raw body of at most `limit` bytes, read into one buffer sized by `Content-Length`.
+///
+/// Each piece is copied into the buffer and let go as it arrives, so the body is in memory
+/// once, not as a list of pieces plus a contiguous copy of them.
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, AppError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(AppError::UploadTooLarge { limit });
+    }
+    let mut body = request.into_body().into_data_stream();
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|error| AppError::MalformedUpload(error.to_string()))?;
+        if bytes.len() + piece.len() > limit {
+            return Err(AppError::UploadTooLarge { limit });
+        }
+        bytes.extend_from_slice(&piece);
+    }
+    Ok(Bytes::from(bytes))
 }
 
 /// A multipart failure: too large becomes 413, anything else a malformed upload.

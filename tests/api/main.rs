@@ -11,4 +11,5 @@ mod lifecycle;
 mod live;
 mod page;
 mod security;
+mod timing;
 mod upload;
