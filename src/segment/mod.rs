@@ -450,16 +450,23 @@ impl Segment {
 
     /// The last complete image, or `None` if nothing was written yet. Blocks for the copy.
     pub fn read(&self) -> Result<Option<StoredImage>, SegmentError> {
+        self.read_into(Vec::new())
+    }
+
+    /// [`Segment::read`] into `buffer`'s memory: the returned raster owns `buffer` (get it back
+    /// with [`Raster::into_pixels`] to read into it again). A caller that reads large images
+    /// repeatedly saves the allocation and the page faults of fresh memory on every read.
+    pub fn read_into(&self, mut buffer: Vec<u8>) -> Result<Option<StoredImage>, SegmentError> {
         self.check_header()?;
         for _ in 0..OPTIMISTIC_READS {
-            if let ReadAttempt::Done(image) = self.try_read()? {
+            if let ReadAttempt::Done(image) = self.try_read(&mut buffer)? {
                 self.prune_mappings();
                 return Ok(image);
             }
         }
         // Writers keep publishing faster than we can copy: keep them out while we do.
         let _guard = self.lock()?;
-        match self.try_read()? {
+        match self.try_read(&mut buffer)? {
             ReadAttempt::Done(image) => Ok(image),
             ReadAttempt::Raced => Err(self.corrupt(Corruption::SeqMismatch {
                 published: self.seq(),
@@ -638,8 +645,12 @@ impl Segment {
         os::futex_wake_all(notify);
     }
 
-    /// One lock-free attempt to copy the published image.
-    fn try_read(&self) -> Result<ReadAttempt<Option<StoredImage>>, SegmentError> {
+    /// One lock-free attempt to copy the published image into `buffer`'s memory (taken on
+    /// success, kept for the next attempt otherwise).
+    fn try_read(
+        &self,
+        buffer: &mut Vec<u8>,
+    ) -> Result<ReadAttempt<Option<StoredImage>>, SegmentError> {
         let header = self.header();
         let state = header.state.load(Ordering::Acquire);
         let (slot, data) = match self.try_published_at(state)? {
@@ -651,15 +662,16 @@ impl Segment {
         if let Err(e) = data.check_len(slot.byte_len, self.name.as_str()) {
             return self.unless_raced(state, e);
         }
-        let mut pixels = Vec::<u8>::with_capacity(len);
+        buffer.clear();
+        buffer.reserve_exact(len);
         // SAFETY: the source range lies inside the data object's mapping (validated capacity
         // >= byte_len, mapping and file length >= DATA_OFFSET + byte_len just checked); the
-        // destination has capacity `len` and is initialised by the copy before `set_len`. The
-        // bytes may be written concurrently by another process; that race is detected below
-        // by re-checking the state word, and the copy is then discarded.
+        // destination has capacity >= `len` (reserved above) and is initialised by the copy
+        // before `set_len`. The bytes may be written concurrently by another process; that race
+        // is detected below by re-checking the state word, and the copy is then discarded.
         unsafe {
-            std::ptr::copy_nonoverlapping(data.pixels_ptr(), pixels.as_mut_ptr(), len);
-            pixels.set_len(len);
+            std::ptr::copy_nonoverlapping(data.pixels_ptr(), buffer.as_mut_ptr(), len);
+            buffer.set_len(len);
         }
         fence(Ordering::Acquire);
         if header.state.load(Ordering::Relaxed) != state {
@@ -669,6 +681,7 @@ impl Segment {
             self.forget_data_object(data.generation);
             return Err(self.corrupt(Corruption::Truncated));
         }
+        let pixels = std::mem::take(buffer);
         let raster = Raster::new(slot.width, slot.height, slot.format, pixels).map_err(|_| {
             self.corrupt(Corruption::EmptyImage {
                 width: slot.width,

@@ -47,6 +47,9 @@ pub enum Served {
 #[derive(Debug, Default)]
 pub struct PngCache {
     latest: Mutex<Option<Arc<CachedPng>>>,
+    /// The memory the last encode read the segment's pixels into, kept for the next one: a
+    /// fresh buffer of a large image costs more in page faults than the copy itself.
+    pixels: Mutex<Vec<u8>>,
 }
 
 /// One encode, started for the image the segment announced as `seq`.
@@ -60,7 +63,7 @@ impl PngCache {
     /// The PNG of the segment's current image, which the segment announced as `seq`: from the
     /// cache, or read and encoded on the blocking threads once for everybody asking.
     pub async fn current(
-        &self,
+        self: &Arc<Self>,
         segment: &Arc<Segment>,
         seq: u64,
     ) -> Result<(EncodedPng, Served), AppError> {
@@ -92,7 +95,8 @@ impl PngCache {
             .png
             .get_or_try_init(|| {
                 encoded_here = true;
-                blocking(move || encode_stored(&segment))
+                let cache = Arc::clone(self);
+                blocking(move || cache.encode_stored(&segment))
             })
             .await?
             .clone();
@@ -105,27 +109,33 @@ impl PngCache {
     }
 }
 
-/// Reads the segment's image and encodes it. Blocks.
-fn encode_stored(segment: &Segment) -> Result<EncodedPng, AppError> {
-    let mut timing = ServerTiming::new();
-    let stored = timing
-        .time("read", || segment.read())?
-        .ok_or_else(|| AppError::NoImage {
-            segment: segment.name().to_string(),
-        })?;
-    let started = Instant::now();
-    let png = imaging::encode_png(&stored.raster)?;
-    timing.record_since("encode", started);
-    tracing::debug!(
-        seq = stored.info.seq,
-        bytes = png.len(),
-        "encoded the image as PNG"
-    );
-    Ok(EncodedPng {
-        seq: stored.info.seq,
-        png: Bytes::from(png),
-        timing,
-    })
+impl PngCache {
+    /// Reads the segment's image (into the kept buffer) and encodes it. Blocks.
+    fn encode_stored(&self, segment: &Segment) -> Result<EncodedPng, AppError> {
+        let buffer =
+            std::mem::take(&mut *self.pixels.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut timing = ServerTiming::new();
+        let stored = timing
+            .time("read", || segment.read_into(buffer))?
+            .ok_or_else(|| AppError::NoImage {
+                segment: segment.name().to_string(),
+            })?;
+        let started = Instant::now();
+        let png = imaging::encode_png(&stored.raster);
+        timing.record_since("encode", started);
+        *self.pixels.lock().unwrap_or_else(PoisonError::into_inner) = stored.raster.into_pixels();
+        let png = png?;
+        tracing::debug!(
+            seq = stored.info.seq,
+            bytes = png.len(),
+            "encoded the image as PNG"
+        );
+        Ok(EncodedPng {
+            seq: stored.info.seq,
+            png: Bytes::from(png),
+            timing,
+        })
+    }
 }
 
 /// `GET /image.png`.

@@ -463,3 +463,36 @@ fn objects_truncated_by_another_process_give_errors_not_a_crash() {
     let err = segment.write(&tagged_raster(ImageId(3))).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
 }
+
+#[test]
+fn reading_into_a_kept_buffer_reuses_its_memory_and_returns_exact_pixels() {
+    let name = fresh_name();
+    let segment = attach(&name);
+    let large = tagged_raster(ImageId(1_000_000));
+    let small = tagged_raster(ImageId(4));
+    segment.write(&large).unwrap();
+    let first = segment.read_into(Vec::new()).unwrap().unwrap();
+    assert_eq!(first.raster, large);
+
+    let buffer = first.raster.into_pixels();
+    let kept = buffer.as_ptr();
+    segment.write(&small).unwrap();
+    let second = segment.read_into(buffer).unwrap().unwrap();
+    assert_eq!(
+        second.raster, small,
+        "no bytes of the larger image left over"
+    );
+    assert_eq!(
+        second.raster.pixels().as_ptr(),
+        kept,
+        "the kept memory was reused"
+    );
+
+    segment.write(&large).unwrap();
+    let third = segment
+        .read_into(second.raster.into_pixels())
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.raster, large);
+    assert_eq!(third.raster.pixels().as_ptr(), kept);
+}
