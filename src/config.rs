@@ -66,7 +66,7 @@ pub struct Config {
         long,
         env = "SHMIMAGE_REQUEST_TIMEOUT",
         value_name = "SECONDS",
-        default_value_t = 60,
+        default_value_t = crate::web::REQUEST_TIMEOUT.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub request_timeout: u64,

@@ -562,14 +562,6 @@ impl Segment {
         }
     }
 
-    fn os_error(&self, op: &'static str, os_name: &str, source: io::Error) -> SegmentError {
-        SegmentError::Os {
-            op,
-            os_name: os_name.to_owned(),
-            source,
-        }
-    }
-
     /// Checks the header's identity fields, which another process could have overwritten.
     fn check_header(&self) -> Result<(), SegmentError> {
         if self.control.poisoned() {
@@ -622,7 +614,7 @@ impl Segment {
                 waited: LOCK_TIMEOUT,
             },
             LockError::Unrecoverable => self.corrupt(Corruption::LockUnrecoverable),
-            LockError::Os(source) => self.os_error("locking", &self.control_os_name, source),
+            LockError::Os(source) => SegmentError::os("locking", &self.control_os_name)(source),
         })?;
         if guard.previous_owner_died() {
             tracing::warn!(
@@ -756,10 +748,10 @@ impl Segment {
         let file = match os::shm_open(&os_name, OpenMode::OpenExisting) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(bad_generation()),
-            Err(e) => return Err(self.os_error("shm_open", &os_name, e)),
+            Err(e) => return Err(SegmentError::os("shm_open", &os_name)(e)),
         };
         let mapping = Mapping::open(&os_name)
-            .map_err(|e| self.os_error("mmap", &os_name, os::shmem_error(e)))?;
+            .map_err(|e| SegmentError::os("mmap", &os_name)(os::shmem_error(e)))?;
         if (mapping.len() as u64) < DATA_OFFSET {
             return Err(bad_generation());
         }
@@ -843,9 +835,9 @@ impl Segment {
                 // Left by a writer that died before recording it: nobody uses it.
                 let _ = os::shm_unlink(&os_name);
                 os::shm_open(&os_name, OpenMode::CreateNew)
-                    .map_err(|e| self.os_error("shm_open", &os_name, e))?
+                    .map_err(SegmentError::os("shm_open", &os_name))?
             }
-            Err(e) => return Err(self.os_error("shm_open", &os_name, e)),
+            Err(e) => return Err(SegmentError::os("shm_open", &os_name)(e)),
         };
         let reserved = file.set_len(total).and_then(|()| os::reserve(&file, total));
         if let Err(source) = reserved {
@@ -858,7 +850,7 @@ impl Segment {
                         source,
                     }
                 }
-                _ => self.os_error("reserving memory for", &os_name, source),
+                _ => SegmentError::os("reserving memory for", &os_name)(source),
             });
         }
         let mapping = match Mapping::open(&os_name) {
@@ -869,7 +861,7 @@ impl Segment {
             }
             Err(e) => {
                 let _ = os::shm_unlink(&os_name);
-                return Err(self.os_error("mmap", &os_name, os::shmem_error(e)));
+                return Err(SegmentError::os("mmap", &os_name)(os::shmem_error(e)));
             }
         };
         // SAFETY: the mapping is at least DATA_OFFSET bytes (checked), page-aligned, and
