@@ -14,14 +14,35 @@ use std::time::Duration;
 fn rgba16_bomb() -> Vec<u8> {
     let (width, height) = (10_000usize, 9_999usize);
     let row = 1 + width * 8;
-    png_claiming(width as u32, height as u32, 6, 16, &zlib_zeros(row * height), true)
+    png_claiming(
+        width as u32,
+        height as u32,
+        6,
+        16,
+        &zlib_zeros(row * height),
+        true,
+    )
 }
 
 /// The status of a raw `image/png` upload of `bytes`, or the error if no answer came.
 async fn upload_status(server: &TestServer, bytes: Vec<u8>) -> Result<(u16, String), String> {
-    let head = wire::head("/image", &[("Content-Type", b"image/png")], Some(bytes.len()));
-    match wire::send(&server.addr, head, Body::Whole(bytes), Duration::from_secs(120)).await {
-        Ok(answer) => Ok((answer.status, String::from_utf8_lossy(&answer.body).into_owned())),
+    let head = wire::head(
+        "/image",
+        &[("Content-Type", b"image/png")],
+        Some(bytes.len()),
+    );
+    match wire::send(
+        &server.addr,
+        head,
+        Body::Whole(bytes),
+        Duration::from_secs(120),
+    )
+    .await
+    {
+        Ok(answer) => Ok((
+            answer.status,
+            String::from_utf8_lossy(&answer.body).into_owned(),
+        )),
         Err(error) => Err(error.to_string()),
     }
 }
@@ -46,7 +67,11 @@ async fn six_concurrent_rgba16_bombs_leave_the_server_up_within_4_gb() {
         answers.iter().any(|answer| matches!(answer, Ok((201, _)))),
         "at least one bomb inside the limits is stored: {answers:?}"
     );
-    assert_eq!(server.get("/healthz").await.status(), 200, "the server is up");
+    assert_eq!(
+        server.get("/healthz").await.status(),
+        200,
+        "the server is up"
+    );
     let peak_gb = peak_kib as f64 * 1024.0 / 1e9;
     assert!(peak_gb <= 4.0, "peak RSS {peak_gb:.2} GB");
     eprintln!("six bombs: {answers:?}; peak RSS {peak_gb:.2} GB");
@@ -83,11 +108,25 @@ async fn a_body_that_starts_like_no_image_is_refused_with_415_before_the_rest_ar
     let server = spawn_server(&fresh_segment());
     let text = b"This is a shopping list, not a picture: bread, milk, eggs and tea.".to_vec();
 
-    let head = wire::head("/image", &[("Content-Type", b"image/png")], Some(50_000_000));
-    let answer = wire::send(&server.addr, head, Body::StallAfter(text.clone()), Duration::from_secs(10))
-        .await
-        .expect("an answer before the 50 MB arrive");
-    assert_eq!(answer.status, 415, "{}", String::from_utf8_lossy(&answer.body));
+    let head = wire::head(
+        "/image",
+        &[("Content-Type", b"image/png")],
+        Some(50_000_000),
+    );
+    let answer = wire::send(
+        &server.addr,
+        head,
+        Body::StallAfter(text.clone()),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("an answer before the 50 MB arrive");
+    assert_eq!(
+        answer.status,
+        415,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
 
     let boundary = "XyZzY";
     let mut start = format!(
@@ -97,11 +136,25 @@ async fn a_body_that_starts_like_no_image_is_refused_with_415_before_the_rest_ar
     .into_bytes();
     start.extend_from_slice(&text);
     let content_type = format!("multipart/form-data; boundary={boundary}");
-    let head = wire::head("/image", &[("Content-Type", content_type.as_bytes())], Some(50_000_000));
-    let answer = wire::send(&server.addr, head, Body::StallAfter(start), Duration::from_secs(10))
-        .await
-        .expect("an answer before the 50 MB arrive");
-    assert_eq!(answer.status, 415, "{}", String::from_utf8_lossy(&answer.body));
+    let head = wire::head(
+        "/image",
+        &[("Content-Type", content_type.as_bytes())],
+        Some(50_000_000),
+    );
+    let answer = wire::send(
+        &server.addr,
+        head,
+        Body::StallAfter(start),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("an answer before the 50 MB arrive");
+    assert_eq!(
+        answer.status,
+        415,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
 
     // A real image still loads.
     let png = encode(&rgb8(8, 8, 1), ImageFormat::Png);
@@ -138,12 +191,23 @@ async fn pixels_that_do_not_fit_the_address_space_are_refused_not_an_abort() {
     let (status, body) = answer.expect("an answer, not a crash");
     assert!([503, 507].contains(&status), "{status}: {body}");
     assert!(body.contains("memory"), "{body}");
-    assert_eq!(server.get("/healthz").await.status(), 200, "the server is up");
+    assert_eq!(
+        server.get("/healthz").await.status(),
+        200,
+        "the server is up"
+    );
     let png = encode(&rgb8(8, 8, 2), ImageFormat::Png);
     assert_eq!(server.upload(png, "x.png", "image/png").await.status(), 201);
 
-    let mut stream = connect_and_send(&server.addr, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_response(&mut stream, Duration::from_secs(5)).await.is_some());
+    let mut stream = connect_and_send(
+        &server.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(
+        read_response(&mut stream, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
 }

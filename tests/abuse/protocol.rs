@@ -21,7 +21,10 @@ async fn a_request_without_host_or_with_two_is_400() {
     )
     .await;
     assert_eq!(status_of(&no_host), 400, "{no_host}");
-    assert!(no_host.contains("Host"), "the answer says what is missing: {no_host}");
+    assert!(
+        no_host.contains("Host"),
+        "the answer says what is missing: {no_host}"
+    );
 
     let two_hosts = exchange(
         &server.addr,
@@ -73,7 +76,12 @@ async fn heads_and_header_lines_over_their_limits_are_refused() {
         "a".repeat(100_000)
     );
     let answer = exchange(&server.addr, long_line.as_bytes(), PATIENCE).await;
-    assert_eq!(status_of(&answer), 431, "{}", &answer[..answer.len().min(300)]);
+    assert_eq!(
+        status_of(&answer),
+        431,
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
 
     // A header line just over 8 KiB says which header and the limit.
     let over = format!(
@@ -81,8 +89,16 @@ async fn heads_and_header_lines_over_their_limits_are_refused() {
         "b".repeat(9000)
     );
     let answer = exchange(&server.addr, over.as_bytes(), PATIENCE).await;
-    assert_eq!(status_of(&answer), 431, "{}", &answer[..answer.len().min(300)]);
-    assert!(answer.contains("x-over") || answer.contains("X-Over"), "{answer}");
+    assert_eq!(
+        status_of(&answer),
+        431,
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert!(
+        answer.contains("x-over") || answer.contains("X-Over"),
+        "{answer}"
+    );
 
     // Forty lines of 7 KB: each line is fine, the head (280 KB) is not.
     let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
@@ -91,7 +107,12 @@ async fn heads_and_header_lines_over_their_limits_are_refused() {
     }
     many.push_str("Connection: close\r\n\r\n");
     let answer = exchange(&server.addr, many.as_bytes(), PATIENCE).await;
-    assert_eq!(status_of(&answer), 431, "{}", &answer[..answer.len().min(300)]);
+    assert_eq!(
+        status_of(&answer),
+        431,
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
 
     // A 9 KB request target.
     let long_uri = format!(
@@ -99,7 +120,12 @@ async fn heads_and_header_lines_over_their_limits_are_refused() {
         "d".repeat(9000)
     );
     let answer = exchange(&server.addr, long_uri.as_bytes(), PATIENCE).await;
-    assert_eq!(status_of(&answer), 414, "{}", &answer[..answer.len().min(300)]);
+    assert_eq!(
+        status_of(&answer),
+        414,
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
 
     // A normal request on the same server is still fine.
     assert_eq!(server.get("/healthz").await.status(), 200);
@@ -117,7 +143,11 @@ async fn the_image_and_the_api_are_for_this_origin_only() {
             "same-origin",
             "{path}"
         );
-        assert_eq!(header(&response, "referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(
+            header(&response, "referrer-policy"),
+            "no-referrer",
+            "{path}"
+        );
     }
 }
 
@@ -126,14 +156,20 @@ async fn the_page_after_an_upload_names_the_file_the_server_took_not_the_link() 
     let server = spawn_server(&fresh_segment());
     let png = encode(&rgb8(16, 8, 9), ImageFormat::Png);
     let response = server
-        .upload_form(form_with("image", png, "holiday.png", "image/png"), Some(BROWSER_ACCEPT))
+        .upload_form(
+            form_with("image", png, "holiday.png", "image/png"),
+            Some(BROWSER_ACCEPT),
+        )
         .await;
     assert_eq!(response.status(), 303);
     let location = header(&response, "location");
     assert!(location.starts_with("/?loaded="), "{location}");
 
     let page = server.get_page(&location).await.text().await.unwrap();
-    assert!(page.contains("holiday.png"), "the page names the upload: {page}");
+    assert!(
+        page.contains("holiday.png"),
+        "the page names the upload: {page}"
+    );
 
     // A link that carries other text cannot make the server's page say it.
     let seq = location
@@ -143,7 +179,9 @@ async fn the_page_after_an_upload_names_the_file_the_server_took_not_the_link() 
         .unwrap()
         .to_owned();
     let spoofed = server
-        .get_page(&format!("/?loaded={seq}&name=Your+session+expired%2C+call+0800"))
+        .get_page(&format!(
+            "/?loaded={seq}&name=Your+session+expired%2C+call+0800"
+        ))
         .await
         .text()
         .await

@@ -39,7 +39,11 @@ async fn sigterm_with_a_client_stalled_in_its_head_exits_within_15_s_and_removes
     let status = exit_within(&mut server, Duration::from_secs(15))
         .expect("the server had not exited 15 s after SIGTERM");
     assert!(status.success(), "{status}");
-    assert_eq!(shm_files(&segment), Vec::<String>::new(), "left in /dev/shm");
+    assert_eq!(
+        shm_files(&segment),
+        Vec::<String>::new(),
+        "left in /dev/shm"
+    );
 }
 
 /// An upload whose body stops after its first bytes: a request in progress that never ends.
@@ -50,29 +54,44 @@ const STALLED_UPLOAD: &[u8] = b"POST /image HTTP/1.1\r\nHost: 127.0.0.1\r\n\
 async fn a_request_that_never_finishes_is_dropped_after_the_grace_period() {
     let segment = fresh_segment();
     let mut server = spawn_server(&segment);
-    let _uploading = connect_and_send(&server.addr, STALLED_UPLOAD).await.unwrap();
+    let _uploading = connect_and_send(&server.addr, STALLED_UPLOAD)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&server, libc::SIGTERM);
     // The default grace period is 10 s; the request itself could run for 60.
     let status = exit_within(&mut server, Duration::from_secs(15))
         .expect("the server had not exited 15 s after SIGTERM");
     assert!(status.success(), "{status}");
-    assert_eq!(shm_files(&segment), Vec::<String>::new(), "left in /dev/shm");
+    assert_eq!(
+        shm_files(&segment),
+        Vec::<String>::new(),
+        "left in /dev/shm"
+    );
 }
 
 #[tokio::test]
 async fn a_second_ctrl_c_exits_at_once_and_still_detaches() {
     let segment = fresh_segment();
     let mut server = spawn_server(&segment);
-    let _uploading = connect_and_send(&server.addr, STALLED_UPLOAD).await.unwrap();
+    let _uploading = connect_and_send(&server.addr, STALLED_UPLOAD)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&server, libc::SIGINT);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(server.try_wait().is_none(), "the first Ctrl-C lets the upload run");
+    assert!(
+        server.try_wait().is_none(),
+        "the first Ctrl-C lets the upload run"
+    );
     signal(&server, libc::SIGINT);
     // Well before the 10 s grace period ends.
     let status = exit_within(&mut server, Duration::from_secs(5))
         .expect("the server had not exited 5 s after the second Ctrl-C");
     assert!(status.success(), "{status}");
-    assert_eq!(shm_files(&segment), Vec::<String>::new(), "left in /dev/shm");
+    assert_eq!(
+        shm_files(&segment),
+        Vec::<String>::new(),
+        "left in /dev/shm"
+    );
 }

@@ -2,7 +2,9 @@
 //! keep-alive connections by the thousand, and floods at the file-descriptor limit. The server
 //! closes what it must and stays reachable.
 
-use crate::helpers::{TestServer, encode, fresh_segment, rgb8, spawn_program, spawn_server, spawn_server_with};
+use crate::helpers::{
+    TestServer, encode, fresh_segment, rgb8, spawn_program, spawn_server, spawn_server_with,
+};
 use crate::raw::{closed_within, connect_and_send, raise_own_fd_limit, read_response};
 use image::ImageFormat;
 use std::time::{Duration, Instant};
@@ -33,7 +35,11 @@ async fn three_hundred_stalled_heads_are_closed_within_45_s_while_healthz_answer
     let started = Instant::now();
     let mut stalled = Vec::new();
     for _ in 0..300 {
-        stalled.push(connect_and_send(&server.addr, HALF_A_HEAD).await.expect("connect"));
+        stalled.push(
+            connect_and_send(&server.addr, HALF_A_HEAD)
+                .await
+                .expect("connect"),
+        );
     }
 
     // Meanwhile /healthz answers at once, again and again, on new connections.
@@ -59,19 +65,28 @@ async fn three_hundred_stalled_heads_are_closed_within_45_s_while_healthz_answer
     };
     let (answered, closed) = tokio::join!(probe, closing);
     let open = closed.iter().filter(|closed| !**closed).count();
-    assert_eq!(open, 0, "{open} of 300 stalled heads were still open after 45 s");
+    assert_eq!(
+        open, 0,
+        "{open} of 300 stalled heads were still open after 45 s"
+    );
     assert!(answered > 10, "/healthz answered {answered} times");
 }
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout() {
     let server = spawn_server_with(&fresh_segment(), &["--keep-alive-timeout", "2"]);
-    let mut stream = connect_and_send(&server.addr, KEEP_ALIVE_GET).await.unwrap();
-    let (status, _) = read_response(&mut stream, Duration::from_secs(5)).await.expect("an answer");
+    let mut stream = connect_and_send(&server.addr, KEEP_ALIVE_GET)
+        .await
+        .unwrap();
+    let (status, _) = read_response(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("an answer");
     assert_eq!(status, 200);
     // The connection serves a second request while it is fresh...
     stream.write_all(KEEP_ALIVE_GET).await.unwrap();
-    let (status, _) = read_response(&mut stream, Duration::from_secs(5)).await.expect("an answer");
+    let (status, _) = read_response(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("an answer");
     assert_eq!(status, 200);
     // ...and is closed once it has idled for the timeout.
     assert!(
@@ -124,7 +139,11 @@ async fn at_1024_descriptors_1500_idle_connections_do_not_lock_out_a_new_client(
     let segment = fresh_segment();
     let server = spawn_with_fd_limit(&segment, 1024, &[]);
     let idle = idle_keep_alive_connections(&server.addr, 1500).await;
-    assert!(idle.len() > 1100, "only {} connections were opened", idle.len());
+    assert!(
+        idle.len() > 1100,
+        "only {} connections were opened",
+        idle.len()
+    );
 
     let started = Instant::now();
     let deadline = Duration::from_secs(40);
@@ -139,7 +158,12 @@ async fn at_1024_descriptors_1500_idle_connections_do_not_lock_out_a_new_client(
     assert_eq!(script.status(), 200);
     let png = encode(&rgb8(32, 24, 5), ImageFormat::Png);
     let upload = server.upload(png, "after-the-flood.png", "image/png").await;
-    assert_eq!(upload.status(), 201, "{}", upload.text().await.unwrap_or_default());
+    assert_eq!(
+        upload.status(),
+        201,
+        "{}",
+        upload.text().await.unwrap_or_default()
+    );
     drop(idle);
 }
 
@@ -173,7 +197,10 @@ async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_get_503(
     // Twenty idle keep-alive connections fill the cap; a new client still gets in.
     let idle = idle_keep_alive_connections(&server.addr, 20).await;
     assert_eq!(idle.len(), 20);
-    assert!(healthz_answers(&server, Duration::from_secs(5)).await, "a new client at the cap");
+    assert!(
+        healthz_answers(&server, Duration::from_secs(5)).await,
+        "a new client at the cap"
+    );
     drop(idle);
 
     // Twenty open event streams are busy connections: nothing can be closed for a newcomer,
@@ -187,15 +214,26 @@ async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_get_503(
         .await
         .unwrap();
         let mut first = [0u8; 64];
-        let read = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut stream, &mut first))
-            .await
-            .expect("the event stream starts")
-            .unwrap();
-        assert!(first[..read].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&first[..read]));
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut stream, &mut first),
+        )
+        .await
+        .expect("the event stream starts")
+        .unwrap();
+        assert!(
+            first[..read].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&first[..read])
+        );
         streams.push(stream);
     }
-    let mut stream = connect_and_send(&server.addr, KEEP_ALIVE_GET).await.unwrap();
-    let (status, head) = read_response(&mut stream, Duration::from_secs(10)).await.expect("an answer");
+    let mut stream = connect_and_send(&server.addr, KEEP_ALIVE_GET)
+        .await
+        .unwrap();
+    let (status, head) = read_response(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("an answer");
     assert_eq!(status, 503, "{head}");
     assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
     drop(streams);
