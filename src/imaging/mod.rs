@@ -87,8 +87,8 @@ pub enum DecodeError {
     },
     /// The memory for the decoded pixels could not be allocated; nothing was decoded.
     #[error(
-        "the server could not allocate the {} MiB the decoded image needs: try again later, \
-         later, or make the image smaller",
+        "the server could not allocate the {} MiB of memory the decoded image needs: try \
+         again later, or make the image smaller",
         bytes.div_ceil(1024 * 1024)
     )]
     OutOfMemory {
