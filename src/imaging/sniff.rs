@@ -87,7 +87,7 @@ mod tests {
             Sniffed::Image("PNG")
         );
         assert_eq!(
-            sniff(b"\xff\xd8\xff\xe0\0\x10JFIF\0\x01\x01\0\0", false),
+            sniff(b"\xff\xd8\xff\xe0\0\x10JFIF\0\x01\x01\0\0\0", false),
             Sniffed::Image("JPEG")
         );
         assert_eq!(
