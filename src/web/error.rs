@@ -371,3 +371,51 @@ fn describe_content_type(content_type: &Option<String>) -> String {
         None => "no Content-Type".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_file_descriptors_is_a_503_to_retry_never_a_500() {
+        let error = AppError::Segment(SegmentError::Os {
+            op: "shm_open",
+            os_name: "/shmimage.demo.00000002".to_owned(),
+            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+        });
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+
+        let other = AppError::Segment(SegmentError::Os {
+            op: "mmap",
+            os_name: "/shmimage.demo".to_owned(),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        });
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(other.retry_after().is_none());
+    }
+
+    #[test]
+    fn an_exhausted_memory_budget_says_when_to_retry_and_a_too_large_decode_does_not() {
+        let busy = AppError::MemoryBusy {
+            work: "decoding the upload",
+            needed: 800 << 20,
+            budget: 1500 << 20,
+        };
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(busy.to_string().contains("800 MiB"), "{busy}");
+        let response = busy.into_response();
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+
+        let over = AppError::OverMemoryBudget {
+            work: "decoding the upload",
+            needed: 3 << 30,
+            budget: 2 << 30,
+        };
+        assert_eq!(over.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(over.to_string().contains("--max-memory"), "{over}");
+        assert!(over.retry_after().is_none());
+    }
+}
