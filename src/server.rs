@@ -80,7 +80,8 @@ fn connection_cap(config: &Config) -> usize {
     let cap = serve::connection_cap(requested, files);
     if cap < requested {
         tracing::warn!(
-            "serving at most {cap} connections at once, not {requested}: this process may open              only {} files (ulimit -n)",
+            "serving at most {cap} connections at once, not {requested}: this process may open \
+             only {} files (ulimit -n)",
             files.unwrap_or_default()
         );
     }

@@ -1,8 +1,9 @@
 //! The HTTP server: one page with Qt's two buttons, an upload route, the shared image as PNG, and
 //! a JSON view of the segment.
 //!
-//! [`app`] builds the router from an [`AppState`]; [`run`] serves it on a listener until a
-//! shutdown future completes, so tests can use a real socket or call the router directly.
+//! [`app`] builds the router from an [`AppState`]; [`run`] serves it on a listener (through
+//! [`serve`]) until shutdown is signalled, so tests can use a real socket or call the router
+//! directly.
 //!
 //! - [`page`]: `GET /`, the page (askama templates in `templates/`).
 //! - [`upload`]: `POST /image`, decoding an upload and writing it into the segment.

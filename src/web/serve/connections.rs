@@ -173,8 +173,6 @@ pub struct Registry {
     epoch: Instant,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Connection>>>,
-    /// Woken whenever a connection closes.
-    closed: Notify,
 }
 
 impl Default for Registry {
@@ -183,7 +181,6 @@ impl Default for Registry {
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
             open: Mutex::new(HashMap::new()),
-            closed: Notify::new(),
         }
     }
 }
@@ -251,16 +248,6 @@ impl Registry {
             None => false,
         }
     }
-
-    /// Every open connection, for shutdown.
-    pub fn all(&self) -> Vec<Arc<Connection>> {
-        self.connections().values().cloned().collect()
-    }
-
-    /// Resolves when a connection closes.
-    pub async fn one_closed(&self) {
-        self.closed.notified().await
-    }
 }
 
 /// A connection's place in the [`Registry`], given up on drop.
@@ -280,7 +267,6 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.registry.connections().remove(&self.connection.id);
-        self.registry.closed.notify_waiters();
     }
 }
 
