@@ -202,6 +202,8 @@ async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_get_503(
         "a new client at the cap"
     );
     drop(idle);
+    // Let the server see those connections go before the busy ones take their places.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Twenty open event streams are busy connections: nothing can be closed for a newcomer,
     // who is told so with 503 and Retry-After instead of waiting in silence.
