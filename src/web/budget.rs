@@ -2,6 +2,9 @@
 //! allocate it, so however many uploads and reads arrive at once, together they hold at most
 //! `--max-memory`.
 //!
+//! Request bodies reserve what they take as they arrive (without waiting: a body that finds
+//! no room is refused with `503`), and a decode reserves what it needs beyond its body.
+//!
 //! A request whose work needs more than is free waits (at most [`WAIT`]) for others to finish,
 //! then is answered `503` with `Retry-After`; one that needs more than the whole budget is
 //! answered `507` at once. The default budget is derived from the memory the process may use
@@ -40,6 +43,38 @@ pub struct Reservation {
     bytes: u64,
 }
 
+impl Reservation {
+    /// The bytes reserved.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Reserves `more` bytes on top, without waiting: for memory that grows as a request body
+    /// arrives.
+    pub fn grow(&mut self, more: u64, work: &'static str) -> Result<(), AppError> {
+        let budget = &self.budget;
+        let needed = self.bytes.saturating_add(more);
+        if needed > budget.total {
+            return Err(AppError::OverMemoryBudget {
+                work,
+                needed,
+                budget: budget.total,
+            });
+        }
+        let mut free = budget.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if *free < more {
+            return Err(AppError::MemoryBusy {
+                work,
+                needed,
+                budget: budget.total,
+            });
+        }
+        *free -= more;
+        self.bytes = needed;
+        Ok(())
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut free = self
@@ -65,6 +100,14 @@ impl MemoryBudget {
     /// The whole budget, in bytes.
     pub fn total(&self) -> u64 {
         self.total
+    }
+
+    /// An empty reservation, to [`Reservation::grow`].
+    pub fn nothing(self: &Arc<Self>) -> Reservation {
+        Reservation {
+            budget: Arc::clone(self),
+            bytes: 0,
+        }
     }
 
     /// Reserves `bytes` for `work` ("decoding the upload", "encoding the PNG"), waiting up to
@@ -175,6 +218,24 @@ mod tests {
             matches!(too_big, Err(AppError::OverMemoryBudget { .. })),
             "{too_big:?}"
         );
+    }
+
+    #[test]
+    fn a_growing_reservation_takes_what_is_free_and_gives_it_all_back() {
+        let budget = MemoryBudget::new(10 * MIB);
+        let mut body = budget.nothing();
+        body.grow(4 * MIB, "receiving the upload").unwrap();
+        body.grow(4 * MIB, "receiving the upload").unwrap();
+        assert_eq!(body.bytes(), 8 * MIB);
+        let busy = budget.reserve(4 * MIB, "decoding", Duration::ZERO);
+        assert!(matches!(busy, Err(AppError::MemoryBusy { .. })), "{busy:?}");
+        let grown = body.grow(4 * MIB, "receiving the upload");
+        assert!(
+            matches!(grown, Err(AppError::OverMemoryBudget { .. })),
+            "{grown:?}"
+        );
+        drop(body);
+        assert!(budget.reserve(10 * MIB, "decoding", Duration::ZERO).is_ok());
     }
 
     #[test]

@@ -13,9 +13,10 @@
 //! this server reads. The decode reserves the memory it needs from the server's
 //! [`super::budget`] first.
 
+use super::budget::{self, MemoryBudget, Reservation};
 use super::error::Reply;
 use super::timing::ServerTiming;
-use super::{AppError, AppState, blocking, budget};
+use super::{AppError, AppState, blocking};
 use crate::imaging::{self, DecodeError, DecodeLimits, Sniffed};
 use crate::raster::Raster;
 use crate::segment::ImageInfo;
@@ -39,11 +40,12 @@ const THUMBNAIL_SIDE: u32 = 320;
 /// The longest file name kept for the status line, in characters.
 const MAX_FILE_NAME_CHARS: usize = 100;
 
-/// The bytes of one upload and the file name the browser gave, if any.
+/// The bytes of one upload, the memory they hold, and the file name the browser gave, if any.
 #[derive(Debug)]
 struct Upload {
     file_name: Option<String>,
     bytes: Bytes,
+    memory: Reservation,
 }
 
 /// The last upload a server took from its page, kept so the page shown after the redirect can
@@ -135,17 +137,19 @@ async fn store(
     };
     let want_thumbnail = reply == Reply::Page;
     let bytes = upload.bytes;
+    let body_memory = upload.memory;
     let (info, thumbnail, steps) = blocking(move || {
         let mut steps = ServerTiming::new();
-        // The memory the decode will take is reserved before it starts, and held until the
-        // pixels are in the segment.
-        let needed = imaging::decode_footprint(&bytes, &limits);
+        // The memory the decode will take beyond the body (which holds its own) is reserved
+        // before it starts, and held until the pixels are in the segment.
+        let needed = imaging::decode_footprint(&bytes, &limits).saturating_sub(body_memory.bytes());
         let _memory = steps.time_if_long("memory", || {
             budget.reserve(needed, "decoding the upload", budget::WAIT)
         })?;
         let decoded = steps.time("decode", || imaging::decode(&bytes, &limits))?;
         // The upload's bytes are not needed any more: free them before the copy.
         drop(bytes);
+        drop(body_memory);
         let info = steps.time("write", || segment.write(&decoded.raster))?;
         tracing::info!(
             seq = info.seq,
@@ -209,7 +213,7 @@ async fn read_upload(state: &AppState, request: Request) -> Result<Upload, AppEr
         {
             if field.name() == Some(IMAGE_FIELD) {
                 let file_name = field.file_name().and_then(clean_file_name);
-                let mut received = Received::new(None);
+                let mut received = Received::new(None, state.budget());
                 while let Some(piece) = field
                     .chunk()
                     .await
@@ -217,17 +221,21 @@ async fn read_upload(state: &AppState, request: Request) -> Result<Upload, AppEr
                 {
                     received.add(&piece, limit)?;
                 }
+                let (bytes, memory) = received.finish();
                 return Ok(Upload {
                     file_name,
-                    bytes: received.finish(),
+                    bytes,
+                    memory,
                 });
             }
         }
         Err(AppError::MissingImageField)
     } else if media_type.starts_with("image/") || media_type == "application/octet-stream" {
+        let (bytes, memory) = read_body(request, limit, state.budget()).await?;
         Ok(Upload {
             file_name: None,
-            bytes: read_body(request, limit).await?,
+            bytes,
+            memory,
         })
     } else {
         Err(AppError::UnsupportedContentType { content_type })
@@ -238,7 +246,11 @@ async fn read_upload(state: &AppState, request: Request) -> Result<Upload, AppEr
 ///
 /// Each piece is copied into one buffer and let go as it arrives, so the body is in memory
 /// once, not as a list of pieces plus a contiguous copy of them.
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, AppError> {
+async fn read_body(
+    request: Request,
+    limit: usize,
+    budget: &Arc<MemoryBudget>,
+) -> Result<(Bytes, Reservation), AppError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -248,7 +260,7 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, AppError> {
         return Err(AppError::UploadTooLarge { limit });
     }
     let mut body = request.into_body().into_data_stream();
-    let mut received = Received::new(declared);
+    let mut received = Received::new(declared, budget);
     while let Some(piece) = body.next().await {
         let piece = piece.map_err(|error| AppError::MalformedUpload(error.to_string()))?;
         received.add(&piece, limit)?;
@@ -257,9 +269,11 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, AppError> {
 }
 
 /// An upload's bytes as they arrive: checked against the limit, recognised (or refused) as an
-/// image from the first bytes, in a buffer that grows with what has arrived.
+/// image from the first bytes, in a buffer that grows with what has arrived and whose memory is
+/// reserved from the budget as it grows.
 struct Received {
     bytes: Vec<u8>,
+    memory: Reservation,
     /// The length the request declared, if any: the buffer never grows past it unasked.
     declared: Option<u64>,
     /// Whether the first bytes were found to start an image.
@@ -267,9 +281,10 @@ struct Received {
 }
 
 impl Received {
-    fn new(declared: Option<u64>) -> Received {
+    fn new(declared: Option<u64>, budget: &Arc<MemoryBudget>) -> Received {
         Received {
             bytes: Vec::new(),
+            memory: budget.nothing(),
             declared,
             recognised: false,
         }
@@ -292,6 +307,8 @@ impl Received {
                 .unwrap_or(limit)
                 .min(limit);
             let target = needed.max(self.bytes.len().saturating_mul(4).min(ceiling));
+            let more = target - self.bytes.capacity();
+            self.memory.grow(more as u64, "receiving the upload")?;
             self.bytes
                 .try_reserve_exact(target - self.bytes.len())
                 .map_err(|_| AppError::OutOfMemory {
@@ -310,8 +327,8 @@ impl Received {
         Ok(())
     }
 
-    fn finish(self) -> Bytes {
-        Bytes::from(self.bytes)
+    fn finish(self) -> (Bytes, Reservation) {
+        (Bytes::from(self.bytes), self.memory)
     }
 }
 

@@ -3,7 +3,9 @@
 //! address-space limit the decoded pixels do not fit in.
 
 use crate::forge::{png_claiming, zlib_zeros};
-use crate::helpers::{TestServer, encode, fresh_segment, rgb8, spawn_program, spawn_server};
+use crate::helpers::{
+    TestServer, encode, fresh_segment, rgb8, spawn_program, spawn_server, spawn_server_with,
+};
 use crate::raw::{connect_and_send, read_response, status_kib};
 use crate::wire::{self, Body};
 use image::ImageFormat;
@@ -210,4 +212,34 @@ async fn pixels_that_do_not_fit_the_address_space_are_refused_not_an_abort() {
             .await
             .is_some()
     );
+}
+
+#[tokio::test]
+async fn bodies_being_received_count_against_the_memory_budget() {
+    let server = spawn_server_with(&fresh_segment(), &["--max-memory", "64MiB"]);
+    // A body of 40 MiB that stalls before its declared 60 MiB: it holds its memory.
+    let mut first = format!(
+        "POST /image HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n\
+         Content-Length: {}\r\n\r\n",
+        60 << 20
+    )
+    .into_bytes();
+    let mut body = png_claiming(4000, 4000, 2, 8, &[], false);
+    body.resize(40 << 20, 7);
+    first.extend_from_slice(&body);
+    let holding = connect_and_send(&server.addr, &first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A second one finds no room and is told so at once, instead of growing memory further.
+    let (status, message) = upload_status(&server, body[..20 << 20].to_vec())
+        .await
+        .expect("an answer");
+    assert_eq!(status, 503, "{message}");
+    assert!(message.contains("memory"), "{message}");
+
+    // Once the first goes away, its memory is free again.
+    drop(holding);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let png = encode(&rgb8(8, 8, 4), ImageFormat::Png);
+    assert_eq!(server.upload(png, "x.png", "image/png").await.status(), 201);
 }
