@@ -150,9 +150,10 @@ pub struct Config {
     )]
     pub shutdown_grace: u64,
 
-    /// The memory decodes and encodes may hold at once, e.g. 2GiB or 512MiB (plain numbers are
-    /// bytes). Requests that would exceed it wait briefly, then get 503. Default: a sixteenth of
-    /// the memory the server may use, at least enough for one image of --max-pixels.
+    /// The memory request bodies, decodes and encodes may hold at once, e.g. 2GiB or 512MiB
+    /// (plain numbers are bytes). Requests that would exceed it wait briefly, then get 503.
+    /// Default: a sixteenth of the memory the server may use, at least enough for one image of
+    /// --max-pixels.
     #[arg(
         long,
         env = "SHMIMAGE_MAX_MEMORY",
