@@ -5,9 +5,12 @@
 
 use crate::segment::SegmentName;
 use crate::web::Limits;
+use crate::web::budget;
 use crate::web::guard::AllowedHosts;
+use crate::web::serve::ConnectionLimits;
 use clap::Parser;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// How a shmimage server starts: where it listens, which segment it shares, and its limits.
 #[derive(Debug, Clone, Parser)]
@@ -71,6 +74,94 @@ pub struct Config {
     )]
     pub request_timeout: u64,
 
+    /// How long a client may take to send a request's head (request line and headers), in
+    /// seconds, counted from the connection's start or from the first byte of the next request
+    /// on a kept-alive connection; slower clients are disconnected.
+    #[arg(
+        long,
+        env = "SHMIMAGE_HEADER_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..=3_600)
+    )]
+    pub header_timeout: u64,
+
+    /// How long a connection may stay open idle between two requests, in seconds.
+    #[arg(
+        long,
+        env = "SHMIMAGE_KEEP_ALIVE_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3_600)
+    )]
+    pub keep_alive_timeout: u64,
+
+    /// How long a response may wait for the client to read it, in seconds; a client that stops
+    /// reading for longer is disconnected.
+    #[arg(
+        long,
+        env = "SHMIMAGE_SEND_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub send_timeout: u64,
+
+    /// The most connections open at once. Kept below the limit on open files (`ulimit -n`,
+    /// whose soft limit the server raises to the hard one); at the cap, the connection idle
+    /// longest makes room for a new one.
+    #[arg(
+        long,
+        env = "SHMIMAGE_MAX_CONNECTIONS",
+        value_name = "COUNT",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
+    pub max_connections: u64,
+
+    /// The largest request head (request line and all headers), in bytes; larger ones get 431.
+    #[arg(
+        long,
+        env = "SHMIMAGE_MAX_HEAD_BYTES",
+        value_name = "BYTES",
+        default_value_t = 65_536,
+        value_parser = clap::value_parser!(u64).range(8_192..=16_777_216)
+    )]
+    pub max_head_bytes: u64,
+
+    /// The longest header line or request target, in bytes; longer ones get 431 or 414.
+    #[arg(
+        long,
+        env = "SHMIMAGE_MAX_HEADER_BYTES",
+        value_name = "BYTES",
+        default_value_t = 8_192,
+        value_parser = clap::value_parser!(u64).range(256..=16_777_216)
+    )]
+    pub max_header_bytes: u64,
+
+    /// How long running requests may go on after SIGINT or SIGTERM, in seconds, before the
+    /// server drops them and exits. A second signal exits at once.
+    #[arg(
+        long,
+        env = "SHMIMAGE_SHUTDOWN_GRACE",
+        value_name = "SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(0..=3_600)
+    )]
+    pub shutdown_grace: u64,
+
+    /// The memory request bodies, decodes and encodes may hold at once, e.g. 2GiB or 512MiB
+    /// (plain numbers are bytes). Requests that would exceed it wait briefly, then get 503.
+    /// Default: a sixteenth of the memory the server may use, at least enough for one image of
+    /// --max-pixels.
+    #[arg(
+        long,
+        env = "SHMIMAGE_MAX_MEMORY",
+        value_name = "BYTES",
+        value_parser = parse_bytes
+    )]
+    pub max_memory: Option<u64>,
+
     /// A host name the server also answers to, besides localhost and IP addresses (e.g. a name
     /// for this machine on your network). Repeat it, or separate names with commas. Requests
     /// for other names are refused, against DNS rebinding.
@@ -89,14 +180,62 @@ impl Config {
         AllowedHosts::new(self.allow_hosts.iter().cloned())
     }
 
-    /// The limits the web layer enforces on uploads.
-    pub fn limits(&self) -> Limits {
+    /// The limits the web layer enforces on requests; the memory budget's default is derived
+    /// from `available_memory` (see [`crate::web::budget`]).
+    pub fn limits(&self, available_memory: Option<u64>) -> Limits {
         Limits {
             max_pixels: self.max_pixels,
             max_upload_bytes: self.max_upload_bytes,
-            request_timeout: std::time::Duration::from_secs(self.request_timeout),
+            request_timeout: Duration::from_secs(self.request_timeout),
+            max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
+            max_memory: self
+                .max_memory
+                .unwrap_or_else(|| budget::default_budget(self.max_pixels, available_memory)),
         }
     }
+
+    /// The limits on connections, with at most `max_connections` of them (the cap the
+    /// open-file limit leaves; see [`crate::web::serve::connection_cap`]).
+    pub fn connection_limits(&self, max_connections: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(self.header_timeout),
+            keep_alive_timeout: Duration::from_secs(self.keep_alive_timeout),
+            send_timeout: Duration::from_secs(self.send_timeout),
+            max_connections,
+            max_head_bytes: usize::try_from(self.max_head_bytes).unwrap_or(usize::MAX),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+        }
+    }
+}
+
+/// Parses a number of bytes: `268435456`, `512MiB`, `2GiB`, `1.5G` (K, M, G, T and their `iB`
+/// forms are powers of 1024).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}: give bytes, or a number with KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: give e.g. 2GiB, 512MiB or 1073741824"))?;
+    let bytes = value * scale as f64;
+    if !(1.0..=u64::MAX as f64).contains(&bytes) {
+        return Err("the size must be at least 1 byte".to_owned());
+    }
+    Ok(bytes as u64)
 }
 
 /// Parses `--max-upload-bytes`: a positive whole number of bytes.
@@ -145,6 +284,34 @@ mod tests {
         let error = Config::try_parse_from(["shmimage", "--segment", "a/b"]).unwrap_err();
         let message = error.to_string();
         assert!(message.contains("use only letters, digits"), "{message}");
+    }
+
+    #[test]
+    fn connection_and_time_limits_default_as_documented() {
+        let config = Config::try_parse_from(["shmimage"]).unwrap();
+        let limits = config.connection_limits(10_000);
+        assert_eq!(limits.header_timeout, Duration::from_secs(20));
+        assert_eq!(limits.keep_alive_timeout, Duration::from_secs(30));
+        assert_eq!(limits.send_timeout, Duration::from_secs(60));
+        assert_eq!(limits.max_head_bytes, 65_536);
+        assert_eq!(limits.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.max_connections, 10_000);
+        assert_eq!(config.limits(None).max_header_bytes, 8_192);
+        let gib = 1u64 << 30;
+        assert_eq!(config.limits(Some(24 * gib)).max_memory, 24 * gib / 16);
+    }
+
+    #[test]
+    fn memory_sizes_take_units() {
+        assert_eq!(parse_bytes("1073741824"), Ok(1 << 30));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1.5g"), Ok(3 << 29));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("3 parsecs").unwrap_err().contains("unit"));
+        let config = Config::try_parse_from(["shmimage", "--max-memory", "3GiB"]).unwrap();
+        assert_eq!(config.limits(None).max_memory, 3 << 30);
     }
 
     #[test]

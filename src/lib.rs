@@ -6,8 +6,9 @@
 //! - [`segment`]: the named shared-memory store for one image, its lock, slots and lifetime.
 //!   All `unsafe` code lives here.
 //! - [`imaging`]: decoding uploads into rasters and encoding rasters as PNG.
-//! - [`web`]: the HTTP server: routes, page templates, errors. [`app`] builds the router and
-//!   [`run`] serves it until a shutdown future completes.
+//! - [`web`]: the HTTP server: routes, page templates, errors, the accept loop with its limits
+//!   on connections and time ([`web::serve`]) and the memory budget ([`web::budget`]). [`app`]
+//!   builds the router and [`run`] serves it until shutdown is signalled.
 //! - [`config`]: command-line and environment configuration.
 //! - [`server`]: one server's life: bind, attach, announce, serve, detach.
 

@@ -108,16 +108,44 @@ pub enum RasterError {
         expected: u64,
         actual: usize,
     },
+    #[error("{format} does not have 16-bit samples")]
+    NotSixteenBit { format: PixelFormat },
 }
 
 /// A decoded image: tightly packed rows of `format` pixels.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Raster {
     width: u32,
     height: u32,
     format: PixelFormat,
-    pixels: Vec<u8>,
+    pixels: Pixels,
 }
+
+/// Where a raster's bytes live: a byte buffer, or (as a 16-bit decoder hands them over) a
+/// buffer of native-order 16-bit samples, whose bytes are the raster's bytes without a copy.
+#[derive(Clone)]
+enum Pixels {
+    Bytes(Vec<u8>),
+    Samples16(Vec<u16>),
+}
+
+impl Pixels {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Pixels::Bytes(bytes) => bytes,
+            Pixels::Samples16(samples) => bytemuck::cast_slice(samples),
+        }
+    }
+}
+
+impl PartialEq for Raster {
+    fn eq(&self, other: &Raster) -> bool {
+        (self.width, self.height, self.format) == (other.width, other.height, other.format)
+            && self.pixels() == other.pixels()
+    }
+}
+
+impl Eq for Raster {}
 
 impl Raster {
     /// A raster of `width` x `height` pixels of `format`, if `pixels` holds exactly that many bytes.
@@ -127,17 +155,41 @@ impl Raster {
         format: PixelFormat,
         pixels: Vec<u8>,
     ) -> Result<Raster, RasterError> {
+        Raster::checked(width, height, format, Pixels::Bytes(pixels))
+    }
+
+    /// A raster of `width` x `height` pixels of a 16-bit `format` whose samples, in native
+    /// byte order, are `samples`: their bytes become the raster's without a copy.
+    pub fn from_samples16(
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+        samples: Vec<u16>,
+    ) -> Result<Raster, RasterError> {
+        if format.bit_depth() != 16 {
+            return Err(RasterError::NotSixteenBit { format });
+        }
+        Raster::checked(width, height, format, Pixels::Samples16(samples))
+    }
+
+    fn checked(
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+        pixels: Pixels,
+    ) -> Result<Raster, RasterError> {
         if width == 0 || height == 0 {
             return Err(RasterError::Empty { width, height });
         }
         let expected = format.byte_len(width, height);
-        if expected != Some(pixels.len() as u64) {
+        let actual = pixels.as_bytes().len();
+        if expected != Some(actual as u64) {
             return Err(RasterError::LengthMismatch {
                 width,
                 height,
                 format,
                 expected: expected.unwrap_or(u64::MAX),
-                actual: pixels.len(),
+                actual,
             });
         }
         Ok(Raster {
@@ -162,12 +214,16 @@ impl Raster {
 
     /// The raw pixel bytes: `height` rows of `width * bytes_per_pixel` bytes.
     pub fn pixels(&self) -> &[u8] {
-        &self.pixels
+        self.pixels.as_bytes()
     }
 
-    /// Gives the pixel bytes back, e.g. to hand them to an encoder without a copy.
+    /// Gives the pixel bytes back, e.g. to read into the buffer again. A raster made from
+    /// 16-bit samples ([`Raster::from_samples16`]) gives a copy of them.
     pub fn into_pixels(self) -> Vec<u8> {
-        self.pixels
+        match self.pixels {
+            Pixels::Bytes(bytes) => bytes,
+            Pixels::Samples16(samples) => bytemuck::cast_slice(&samples).to_vec(),
+        }
     }
 
     /// Number of pixels, `width * height`.
@@ -182,7 +238,7 @@ impl fmt::Debug for Raster {
             .field("width", &self.width)
             .field("height", &self.height)
             .field("format", &self.format)
-            .field("bytes", &self.pixels.len())
+            .field("bytes", &self.pixels().len())
             .finish()
     }
 }
@@ -233,5 +289,24 @@ mod tests {
             Raster::new(0, 2, PixelFormat::Rgb8, vec![]),
             Err(RasterError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn sixteen_bit_samples_are_the_raster_bytes_without_a_copy() {
+        let samples = vec![0x0102u16, 0xa0b0, 0xc0d0];
+        let address = samples.as_ptr() as *const u8;
+        let raster = Raster::from_samples16(1, 1, PixelFormat::Rgb16, samples).unwrap();
+        assert_eq!(raster.pixels().as_ptr(), address);
+        let bytes: Vec<u8> = [0x0102u16, 0xa0b0, 0xc0d0]
+            .iter()
+            .flat_map(|sample| sample.to_ne_bytes())
+            .collect();
+        assert_eq!(raster.pixels(), bytes.as_slice());
+        assert_eq!(
+            raster,
+            Raster::new(1, 1, PixelFormat::Rgb16, bytes).unwrap()
+        );
+        assert!(Raster::from_samples16(1, 1, PixelFormat::Rgb8, vec![0; 2]).is_err());
+        assert!(Raster::from_samples16(2, 1, PixelFormat::Rgb16, vec![0; 3]).is_err());
     }
 }

@@ -1,9 +1,10 @@
-//! Starting and stopping one shmimage server: bind, attach to the segment, announce the address,
-//! serve until SIGINT or SIGTERM, detach.
+//! Starting and stopping one shmimage server: raise the open-file limit, bind, attach to the
+//! segment, announce the address, serve until SIGINT or SIGTERM, detach.
 
 use crate::config::Config;
 use crate::segment::{Segment, SegmentConfig};
-use crate::web::{self, AppState};
+use crate::web::serve::{self, Shutdown};
+use crate::web::{self, AppState, budget};
 use std::io::Write;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -42,10 +43,17 @@ pub async fn serve(config: Config) -> Result<(), String> {
         )
     })?;
     let segment = Arc::new(segment);
-    let state = AppState::new(Arc::clone(&segment), config.limits())
-        .with_allowed_hosts(config.allowed_hosts());
+    let limits = config.limits(budget::available_memory());
+    let state =
+        AppState::new(Arc::clone(&segment), limits).with_allowed_hosts(config.allowed_hosts());
+    let connection_limits = config.connection_limits(connection_cap(&config));
+    tracing::info!(
+        max_connections = connection_limits.max_connections,
+        max_memory_mib = limits.max_memory >> 20,
+        "limits"
+    );
 
-    let shutdown = web::shutdown_signal()
+    let shutdown = Shutdown::on_signals()
         .map_err(|error| format!("cannot listen for SIGINT and SIGTERM: {error}"))?;
     let announced = announce(&format!(
         "listening on http://{addr} (segment \"{}\")",
@@ -54,7 +62,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let served = match announced {
         Ok(()) => {
             tracing::info!(%addr, segment = %config.segment, "serving");
-            web::run(listener, state, shutdown)
+            web::run(listener, state, connection_limits, shutdown)
                 .await
                 .map_err(|error| format!("the server stopped: {error}"))
         }
@@ -62,6 +70,22 @@ pub async fn serve(config: Config) -> Result<(), String> {
     };
     detach(segment);
     served
+}
+
+/// How many connections the server may hold: `--max-connections`, or fewer if the limit on
+/// open files (raised to its hard limit first) would not leave room for everything else.
+fn connection_cap(config: &Config) -> usize {
+    let files = serve::raise_open_file_limit();
+    let requested = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
+    let cap = serve::connection_cap(requested, files);
+    if cap < requested {
+        tracing::warn!(
+            "serving at most {cap} connections at once, not {requested}: this process may open \
+             only {} files (ulimit -n)",
+            files.unwrap_or_default()
+        );
+    }
+    cap
 }
 
 /// Prints the one line on stdout that scripts and tests wait for.

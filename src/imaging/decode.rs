@@ -6,9 +6,10 @@
 //! runs under an allocation limit derived from `max_pixels`, so a header that lies about the
 //! image cannot make it allocate without bound.
 //!
-//! The decoded image keeps its pixel format. 8-bit buffers move into the raster without a copy;
-//! 16-bit buffers are copied once into native-order bytes; float images (TIFF can hold them)
-//! become 16-bit.
+//! The decoded image keeps its pixel format. The pixel buffer is allocated fallibly (an
+//! allocation failure refuses the upload instead of aborting the process); 8-bit and 16-bit
+//! buffers move into the raster without a copy; float images (TIFF can hold them) become
+//! 16-bit.
 
 use std::io::{self, Cursor};
 
@@ -87,8 +88,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeErro
     // A broken EXIF block must not cost the user the picture: show it as stored instead. If the
     // file is damaged beyond the metadata, decoding the pixels reports that below.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut image =
-        DynamicImage::from_decoder(decoder).map_err(|error| decode_error(container, error))?;
+    let mut image = image_from_decoder(container, decoder)?;
     image.apply_orientation(orientation);
 
     let raster = raster_from_image(image).map_err(|error| DecodeError::Corrupt {
@@ -101,8 +101,58 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeErro
     })
 }
 
+/// Decodes the pixels into a buffer of the decoder's own sample type, allocated fallibly:
+/// when the memory cannot be had, the upload is refused with [`DecodeError::OutOfMemory`]
+/// instead of the process aborting. (`DynamicImage::from_decoder` does the same, infallibly.)
+fn image_from_decoder(
+    container: &'static str,
+    decoder: impl ImageDecoder,
+) -> Result<DynamicImage, DecodeError> {
+    use image::{ColorType, ImageBuffer};
+
+    /// A zeroed buffer of `bytes / size_of::<T>()` samples, or the error saying how much failed.
+    fn buffer<T: bytemuck::Zeroable>(bytes: u64) -> Result<Vec<T>, DecodeError> {
+        usize::try_from(bytes / std::mem::size_of::<T>() as u64)
+            .ok()
+            .and_then(|len| bytemuck::allocation::try_zeroed_vec(len).ok())
+            .ok_or(DecodeError::OutOfMemory { bytes })
+    }
+    let (width, height) = decoder.dimensions();
+    let bytes = decoder.total_bytes();
+    let corrupt = |error| decode_error(container, error);
+    let wrong_size = || DecodeError::Corrupt {
+        format: container,
+        detail: "the decoder's buffer does not match the image's size".to_owned(),
+    };
+    macro_rules! decode_into {
+        ($sample:ty, $variant:ident) => {{
+            let mut samples = buffer::<$sample>(bytes)?;
+            decoder
+                .read_image(bytemuck::cast_slice_mut(&mut samples))
+                .map_err(corrupt)?;
+            DynamicImage::$variant(
+                ImageBuffer::from_raw(width, height, samples).ok_or_else(wrong_size)?,
+            )
+        }};
+    }
+    Ok(match decoder.color_type() {
+        ColorType::L8 => decode_into!(u8, ImageLuma8),
+        ColorType::La8 => decode_into!(u8, ImageLumaA8),
+        ColorType::Rgb8 => decode_into!(u8, ImageRgb8),
+        ColorType::Rgba8 => decode_into!(u8, ImageRgba8),
+        ColorType::L16 => decode_into!(u16, ImageLuma16),
+        ColorType::La16 => decode_into!(u16, ImageLumaA16),
+        ColorType::Rgb16 => decode_into!(u16, ImageRgb16),
+        ColorType::Rgba16 => decode_into!(u16, ImageRgba16),
+        ColorType::Rgb32F => decode_into!(f32, ImageRgb32F),
+        ColorType::Rgba32F => decode_into!(f32, ImageRgba32F),
+        // A layout added to the image crate later: its own conversion handles it.
+        _ => DynamicImage::from_decoder(decoder).map_err(corrupt)?,
+    })
+}
+
 /// The name shmimage reports for a container it reads, or `None` for every other format.
-fn container_name(format: ImageFormat) -> Option<&'static str> {
+pub(super) fn container_name(format: ImageFormat) -> Option<&'static str> {
     match format {
         ImageFormat::Png => Some("PNG"),
         ImageFormat::Jpeg => Some("JPEG"),
@@ -121,7 +171,7 @@ fn container_name(format: ImageFormat) -> Option<&'static str> {
 ///
 /// The pixel count is checked exactly against `max_pixels` before decoding starts; this limit is
 /// the second line, for headers that lie about the image or chunks that claim absurd sizes.
-fn decoder_limits(limits: &DecodeLimits, upload_len: usize) -> Limits {
+pub(super) fn decoder_limits(limits: &DecodeLimits, upload_len: usize) -> Limits {
     let upload_len = u64::try_from(upload_len).unwrap_or(u64::MAX);
     let mut decoder_limits = Limits::default();
     decoder_limits.max_image_width = None;
@@ -280,19 +330,24 @@ fn decode_error(container: &'static str, error: ImageError) -> DecodeError {
 
 /// Moves a decoded image into a raster of the matching pixel format.
 ///
-/// 8-bit buffers are moved without a copy; 16-bit samples are copied once into native-order
-/// bytes; 32-bit float samples are clamped to 0..=1 and scaled to 16 bits.
+/// 8-bit buffers and 16-bit sample buffers (whose native-order bytes are the raster's bytes)
+/// are moved without a copy; 32-bit float samples are clamped to 0..=1 and scaled to 16 bits.
 fn raster_from_image(image: DynamicImage) -> Result<Raster, RasterError> {
     let (width, height) = (image.width(), image.height());
+    let sixteen = |format, samples| Raster::from_samples16(width, height, format, samples);
     let (format, pixels) = match image {
         DynamicImage::ImageLuma8(buffer) => (PixelFormat::L8, buffer.into_raw()),
         DynamicImage::ImageLumaA8(buffer) => (PixelFormat::La8, buffer.into_raw()),
         DynamicImage::ImageRgb8(buffer) => (PixelFormat::Rgb8, buffer.into_raw()),
         DynamicImage::ImageRgba8(buffer) => (PixelFormat::Rgba8, buffer.into_raw()),
-        DynamicImage::ImageLuma16(buffer) => (PixelFormat::L16, native_bytes(buffer.as_raw())),
-        DynamicImage::ImageLumaA16(buffer) => (PixelFormat::La16, native_bytes(buffer.as_raw())),
-        DynamicImage::ImageRgb16(buffer) => (PixelFormat::Rgb16, native_bytes(buffer.as_raw())),
-        DynamicImage::ImageRgba16(buffer) => (PixelFormat::Rgba16, native_bytes(buffer.as_raw())),
+        DynamicImage::ImageLuma16(buffer) => return sixteen(PixelFormat::L16, buffer.into_raw()),
+        DynamicImage::ImageLumaA16(buffer) => {
+            return sixteen(PixelFormat::La16, buffer.into_raw());
+        }
+        DynamicImage::ImageRgb16(buffer) => return sixteen(PixelFormat::Rgb16, buffer.into_raw()),
+        DynamicImage::ImageRgba16(buffer) => {
+            return sixteen(PixelFormat::Rgba16, buffer.into_raw());
+        }
         DynamicImage::ImageRgb32F(buffer) => {
             (PixelFormat::Rgb16, float_to_16bit_bytes(buffer.as_raw()))
         }
@@ -301,15 +356,13 @@ fn raster_from_image(image: DynamicImage) -> Result<Raster, RasterError> {
         }
         // A layout added to the image crate later: RGBA 16-bit holds any of them without loss
         // of anything shmimage can store.
-        other => (
-            PixelFormat::Rgba16,
-            native_bytes(other.to_rgba16().as_raw()),
-        ),
+        other => return sixteen(PixelFormat::Rgba16, other.to_rgba16().into_raw()),
     };
     Raster::new(width, height, format, pixels)
 }
 
 /// 16-bit samples as native-order bytes, as a raster stores them.
+#[cfg(test)]
 fn native_bytes(samples: &[u16]) -> Vec<u8> {
     let mut bytes = vec![0; samples.len() * 2];
     for (pair, sample) in bytes.chunks_exact_mut(2).zip(samples) {

@@ -7,16 +7,21 @@
 //! - [`encode_png`] writes a raster back out as a PNG of exactly its pixels, quickly enough for
 //!   a request path.
 //! - [`thumbnail_png`] writes a small 8-bit preview of a raster.
+//! - [`sniff`] tells an image from anything else by an upload's first bytes, so a non-image is
+//!   refused before the rest arrives; [`decode_footprint`] says from the header how much memory
+//!   decoding will take, so the server can budget it before it starts.
 
 mod decode;
 mod encode;
 mod png_filter;
 mod png_writer;
+mod sniff;
 
 use crate::raster::Raster;
 
 pub use self::decode::decode;
 pub use self::encode::{encode_png, thumbnail_png};
+pub use self::sniff::{SNIFF_LEN, Sniffed, decode_footprint, sniff};
 
 /// Fuzzing entry points: the PNG writer with its pieces made small, for the fuzz target.
 #[doc(hidden)]
@@ -79,6 +84,16 @@ pub enum DecodeError {
         format: &'static str,
         /// What the decoder reported.
         detail: String,
+    },
+    /// The memory for the decoded pixels could not be allocated; nothing was decoded.
+    #[error(
+        "the server could not allocate the {} MiB of memory the decoded image needs: try \
+         again later, or make the image smaller",
+        bytes.div_ceil(1024 * 1024)
+    )]
+    OutOfMemory {
+        /// The bytes the decoder asked for.
+        bytes: u64,
     },
     /// The image has more pixels than the server accepts; nothing was decoded.
     #[error(

@@ -93,9 +93,90 @@ pub enum AppError {
     )]
     RequestTimeout { seconds: u64 },
 
+    /// An HTTP/1.1 request without a Host header, with more than one, or with one that names
+    /// no host (RFC 9112, section 3.2).
+    #[error(
+        "the request's Host header is missing or wrong ({problem}): send exactly one Host \
+         header naming this server, as browsers and curl do by themselves"
+    )]
+    BadHost { problem: String },
+
+    /// A header line longer than `--max-header-bytes`.
+    #[error(
+        "the request header {name} is {bytes} bytes long, more than this server's limit of \
+         {limit} bytes per header line: send a shorter one (cookies for localhost count too), \
+         or start the server with a larger --max-header-bytes"
+    )]
+    HeaderTooLarge {
+        name: String,
+        bytes: usize,
+        limit: usize,
+    },
+
+    /// A request target longer than `--max-header-bytes`.
+    #[error(
+        "the request's address is {bytes} bytes long, more than this server's limit of {limit} \
+         bytes: use a shorter one, or start the server with a larger --max-header-bytes"
+    )]
+    UriTooLong { bytes: usize, limit: usize },
+
+    /// The memory budget has no room for this request's work right now.
+    #[error(
+        "the server is busy: {work} needs {} MiB of memory and the other requests hold the \
+         rest of its budget of {} MiB (--max-memory); try again in a few seconds",
+        mebibytes(*needed),
+        mebibytes(*budget)
+    )]
+    MemoryBusy {
+        work: &'static str,
+        needed: u64,
+        budget: u64,
+    },
+
+    /// This request's work needs more memory than the whole budget.
+    #[error(
+        "{work} needs {} MiB of memory, more than this server may use at once ({} MiB, \
+         --max-memory): send a smaller image, or start the server with a larger --max-memory",
+        mebibytes(*needed),
+        mebibytes(*budget)
+    )]
+    OverMemoryBudget {
+        work: &'static str,
+        needed: u64,
+        budget: u64,
+    },
+
+    /// An allocation the server asked the system for failed.
+    #[error(
+        "the server could not get the {} MiB of memory that {work} needs: try again later, or \
+         send a smaller image",
+        mebibytes(*bytes)
+    )]
+    OutOfMemory { work: &'static str, bytes: u64 },
+
+    /// Every connection the server may hold is handling a request.
+    #[error(
+        "the server is handling as many connections as it may ({limit}, --max-connections): \
+         try again in a moment"
+    )]
+    TooManyConnections { limit: usize },
+
     /// Something on the server's side went wrong.
     #[error("{0}")]
     Internal(String),
+}
+
+/// Bytes in MiB, rounded up, for messages.
+fn mebibytes(bytes: u64) -> u64 {
+    bytes.div_ceil(1024 * 1024)
+}
+
+/// Whether an OS error means the process or the system ran out of file descriptors.
+fn out_of_descriptors(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
 }
 
 /// What clients see instead of an internal error's details.
@@ -114,11 +195,15 @@ impl AppError {
                 DecodeError::NotAnImage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 DecodeError::Corrupt { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 DecodeError::TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                DecodeError::OutOfMemory { .. } => StatusCode::SERVICE_UNAVAILABLE,
             },
             AppError::Segment(error) => match error {
                 SegmentError::TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 SegmentError::OutOfSharedMemory { .. } => StatusCode::INSUFFICIENT_STORAGE,
                 SegmentError::Busy { .. } | SegmentError::Corrupt { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                SegmentError::Os { source, .. } if out_of_descriptors(source) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 SegmentError::Name(_) | SegmentError::Os { .. } => {
@@ -130,7 +215,43 @@ impl AppError {
             AppError::UnknownHost { .. } => StatusCode::MISDIRECTED_REQUEST,
             AppError::CrossSite { .. } => StatusCode::FORBIDDEN,
             AppError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            AppError::BadHost { .. } => StatusCode::BAD_REQUEST,
+            AppError::HeaderTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            AppError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            AppError::MemoryBusy { .. }
+            | AppError::OutOfMemory { .. }
+            | AppError::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::OverMemoryBudget { .. } => StatusCode::INSUFFICIENT_STORAGE,
         }
+    }
+
+    /// For an overload that passes, the seconds after which the client may try again
+    /// (`Retry-After`).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            AppError::MemoryBusy { .. } | AppError::OutOfMemory { .. } => {
+                Some(super::budget::RETRY_AFTER_SECS)
+            }
+            AppError::Decode(DecodeError::OutOfMemory { .. }) => {
+                Some(super::budget::RETRY_AFTER_SECS)
+            }
+            AppError::TooManyConnections { .. } => Some(1),
+            AppError::Segment(SegmentError::Busy { .. }) => Some(1),
+            AppError::Segment(SegmentError::Os { source, .. }) if out_of_descriptors(source) => {
+                Some(1)
+            }
+            _ => None,
+        }
+    }
+
+    /// Adds `Retry-After` to `response` if this error passes.
+    fn with_retry_after(&self, mut response: Response) -> Response {
+        if let Some(seconds) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 
     /// The message shown to the client. Internal errors are logged here and hidden.
@@ -152,13 +273,14 @@ impl AppError {
             reason: status.canonical_reason().unwrap_or("Error"),
             message: self.message(),
         };
-        match page.render() {
+        let response = match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
             Err(error) => {
                 tracing::error!("cannot render the error page: {error}");
                 (status, page.message).into_response()
             }
-        }
+        };
+        self.with_retry_after(response)
     }
 }
 
@@ -167,7 +289,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = serde_json::json!({ "error": self.message() });
-        (status, Json(body)).into_response()
+        self.with_retry_after((status, Json(body)).into_response())
     }
 }
 
@@ -247,5 +369,53 @@ fn describe_content_type(content_type: &Option<String>) -> String {
     match content_type {
         Some(content_type) => format!("Content-Type {content_type:?}"),
         None => "no Content-Type".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_file_descriptors_is_a_503_to_retry_never_a_500() {
+        let error = AppError::Segment(SegmentError::Os {
+            op: "shm_open",
+            os_name: "/shmimage.demo.00000002".to_owned(),
+            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+        });
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+
+        let other = AppError::Segment(SegmentError::Os {
+            op: "mmap",
+            os_name: "/shmimage.demo".to_owned(),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        });
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(other.retry_after().is_none());
+    }
+
+    #[test]
+    fn an_exhausted_memory_budget_says_when_to_retry_and_a_too_large_decode_does_not() {
+        let busy = AppError::MemoryBusy {
+            work: "decoding the upload",
+            needed: 800 << 20,
+            budget: 1500 << 20,
+        };
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(busy.to_string().contains("800 MiB"), "{busy}");
+        let response = busy.into_response();
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+
+        let over = AppError::OverMemoryBudget {
+            work: "decoding the upload",
+            needed: 3 << 30,
+            budget: 2 << 30,
+        };
+        assert_eq!(over.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(over.to_string().contains("--max-memory"), "{over}");
+        assert!(over.retry_after().is_none());
     }
 }

@@ -13,6 +13,11 @@
 //!   the browser says they come from elsewhere: `Sec-Fetch-Site` other than `same-origin`/`none`,
 //!   or an `Origin` that is not this server's own. curl and scripts send neither and pass.
 //!
+//! Before either, a request must be well-formed HTTP/1.1 as RFC 9112 asks: exactly one `Host`
+//! header that names a host (else `400`; an HTTP/1.0 request may have none), and the authority
+//! of an absolute-form request (`GET http://host/path`) counts instead of `Host`. No header line
+//! and no request target may be longer than `--max-header-bytes` (`431`, `414`).
+//!
 //! Requests that take longer than `--request-timeout` are answered with `408` and a message.
 //!
 //! Every response also carries a Content-Security-Policy that allows only what the page needs
@@ -21,7 +26,7 @@
 use super::error::Reply;
 use super::{AppError, AppState};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Version, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::net::IpAddr;
@@ -33,8 +38,14 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      base-uri 'none'; frame-ancestors 'none'";
 
 /// The security headers set on every response.
-pub fn security_headers() -> [(HeaderName, HeaderValue); 4] {
+pub fn security_headers() -> [(HeaderName, HeaderValue); 5] {
     [
+        // Only this server's own pages may embed its image or read its API, even as a no-cors
+        // request from another site.
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            HeaderValue::from_static("same-origin"),
+        ),
         (
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -93,14 +104,58 @@ fn host_part(authority: &str) -> &str {
     }
 }
 
-/// The request's `Host`, from the header or (HTTP/2) the URI.
-fn request_authority(request: &Request) -> Option<String> {
-    request
-        .headers()
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
+/// The authority the request is for: that of an absolute-form target if it has one (RFC 9112,
+/// section 3.2.2: it overrides `Host`), else its one `Host` header. `Ok(None)` for an HTTP/1.0
+/// request without either.
+fn request_authority(request: &Request) -> Result<Option<String>, AppError> {
+    let bad = |problem: String| AppError::BadHost { problem };
+    let hosts: Vec<&HeaderValue> = request.headers().get_all(header::HOST).iter().collect();
+    let host = match hosts.as_slice() {
+        [] => None,
+        [host] => Some(
+            host.to_str()
+                .ok()
+                .filter(|text| !text.contains('@'))
+                .and_then(|text| text.parse::<axum::http::uri::Authority>().ok())
+                .ok_or_else(|| bad(format!("{:?} is not a host name", host)))?,
+        ),
+        more => return Err(bad(format!("there are {} Host headers", more.len()))),
+    };
+    if let Some(authority) = request.uri().authority() {
+        return Ok(Some(authority.as_str().to_owned()));
+    }
+    match host {
+        Some(host) => Ok(Some(host.as_str().to_owned())),
+        None if request.version() <= Version::HTTP_10 => Ok(None),
+        None => Err(bad("there is none".to_owned())),
+    }
+}
+
+/// Refuses a request target or header line longer than `limit` bytes.
+fn check_line_lengths(request: &Request, limit: usize) -> Result<(), AppError> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len())
+        + request.uri().authority().map_or(0, |a| a.as_str().len());
+    if target > limit {
+        return Err(AppError::UriTooLong {
+            bytes: target,
+            limit,
+        });
+    }
+    for (name, value) in request.headers() {
+        // "Name: value\r\n"
+        let line = name.as_str().len() + value.len() + 4;
+        if line > limit {
+            return Err(AppError::HeaderTooLarge {
+                name: name.as_str().to_owned(),
+                bytes: line,
+                limit,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Why a cross-site request is refused, if it is: the origin it came from.
@@ -156,11 +211,18 @@ pub(crate) async fn refuse_foreign_requests(
     next: Next,
 ) -> Response {
     let reply = Reply::for_headers(request.headers());
-    let Some(authority) = request_authority(&request) else {
-        return reply.error(AppError::UnknownHost { host: None }, &state);
+    if let Err(error) = check_line_lengths(&request, state.limits().max_header_bytes) {
+        return reply.error(error, &state);
+    }
+    let authority = match request_authority(&request) {
+        Ok(Some(authority)) => authority,
+        // HTTP/1.0 without Host: nothing names another host, and only a page's own origin
+        // could pass the cross-site check below.
+        Ok(None) => String::new(),
+        Err(error) => return reply.error(error, &state),
     };
     let host = host_part(&authority);
-    if !state.allowed_hosts().allows(host) {
+    if !authority.is_empty() && !state.allowed_hosts().allows(host) {
         return reply.error(
             AppError::UnknownHost {
                 host: Some(host.to_owned()),

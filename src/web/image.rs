@@ -9,7 +9,11 @@
 //! A `200` says in `Server-Timing` (see [`super::timing`]) how it was served: `read` (the copy
 //! out of the segment) and `encode` when this request encoded the image, `cache;desc=hit` when
 //! the PNG was already there, `cache;desc=wait` when it waited for another request's encode.
+//!
+//! An encode reserves the memory it needs (the pixels and the PNG) from the server's
+//! [`super::budget`] before it reads the image.
 
+use super::budget::{self, MemoryBudget};
 use super::error::Reply;
 use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
@@ -22,6 +26,10 @@ use axum::response::{IntoResponse, Response};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tokio::sync::OnceCell;
+
+/// The largest pixel buffer kept between two reads (128 MiB: a 4K RGBA 16-bit image fits);
+/// larger ones are given back to the system after their encode.
+const KEPT_PIXELS_MAX: usize = 128 * 1024 * 1024;
 
 /// A PNG of the segment's image, with the sequence number of the write that stored it.
 #[derive(Debug, Clone)]
@@ -65,6 +73,7 @@ impl PngCache {
     pub async fn current(
         self: &Arc<Self>,
         segment: &Arc<Segment>,
+        budget: &Arc<MemoryBudget>,
         seq: u64,
     ) -> Result<(EncodedPng, Served), AppError> {
         let entry = {
@@ -90,13 +99,14 @@ impl PngCache {
             return Ok((png.clone(), Served::Cached));
         }
         let segment = Arc::clone(segment);
+        let budget = Arc::clone(budget);
         let mut encoded_here = false;
         let png = entry
             .png
             .get_or_try_init(|| {
                 encoded_here = true;
                 let cache = Arc::clone(self);
-                blocking(move || cache.encode_stored(&segment))
+                blocking(move || cache.encode_stored(&segment, &budget))
             })
             .await?
             .clone();
@@ -110,11 +120,31 @@ impl PngCache {
 }
 
 impl PngCache {
-    /// Reads the segment's image (into the kept buffer) and encodes it. Blocks.
-    fn encode_stored(&self, segment: &Segment) -> Result<EncodedPng, AppError> {
-        let buffer =
+    /// Reads the segment's image (into the kept buffer) and encodes it, with the memory for
+    /// both reserved from `budget` first. Blocks.
+    fn encode_stored(
+        &self,
+        segment: &Segment,
+        budget: &Arc<MemoryBudget>,
+    ) -> Result<EncodedPng, AppError> {
+        let mut buffer =
             std::mem::take(&mut *self.pixels.lock().unwrap_or_else(PoisonError::into_inner));
         let mut timing = ServerTiming::new();
+        // The pixels (beyond what the kept buffer holds) and a PNG of at most about their size.
+        let len = segment.state()?.image.map_or(0, |image| {
+            usize::try_from(image.byte_len).unwrap_or(usize::MAX)
+        });
+        let needed = len.saturating_sub(buffer.capacity()) as u64 + len as u64 + (1 << 20);
+        let _memory = timing.time_if_long("memory", || {
+            budget.reserve(needed, "encoding the image as PNG", budget::WAIT)
+        })?;
+        buffer.clear();
+        buffer
+            .try_reserve_exact(len)
+            .map_err(|_| AppError::OutOfMemory {
+                work: "reading the image",
+                bytes: len as u64,
+            })?;
         let stored = timing
             .time("read", || segment.read_into(buffer))?
             .ok_or_else(|| AppError::NoImage {
@@ -123,7 +153,11 @@ impl PngCache {
         let started = Instant::now();
         let png = imaging::encode_png(&stored.raster);
         timing.record_since("encode", started);
-        *self.pixels.lock().unwrap_or_else(PoisonError::into_inner) = stored.raster.into_pixels();
+        // Keep the buffer for the next read, unless it is too large to hold on to for good.
+        if stored.raster.pixels().len() <= KEPT_PIXELS_MAX {
+            *self.pixels.lock().unwrap_or_else(PoisonError::into_inner) =
+                stored.raster.into_pixels();
+        }
         let png = png?;
         tracing::debug!(
             seq = stored.info.seq,
@@ -151,7 +185,7 @@ pub(crate) async fn serve_png(State(state): State<AppState>, headers: HeaderMap)
     if if_none_match(&headers, incarnation, seq) {
         return (StatusCode::NOT_MODIFIED, cache_headers(incarnation, seq)).into_response();
     }
-    match state.png.current(&state.segment, seq).await {
+    match state.png.current(&state.segment, state.budget(), seq).await {
         Ok((encoded, served)) => (
             served_timing(&encoded, served),
             cache_headers(incarnation, encoded.seq),

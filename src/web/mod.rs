@@ -1,8 +1,9 @@
 //! The HTTP server: one page with Qt's two buttons, an upload route, the shared image as PNG, and
 //! a JSON view of the segment.
 //!
-//! [`app`] builds the router from an [`AppState`]; [`run`] serves it on a listener until a
-//! shutdown future completes, so tests can use a real socket or call the router directly.
+//! [`app`] builds the router from an [`AppState`]; [`run`] serves it on a listener (through
+//! [`serve`]) until shutdown is signalled, so tests can use a real socket or call the router
+//! directly.
 //!
 //! - [`page`]: `GET /`, the page (askama templates in `templates/`).
 //! - [`upload`]: `POST /image`, decoding an upload and writing it into the segment.
@@ -12,14 +13,19 @@
 //! - [`assets`]: `GET /static/…`, the stylesheet and the page's script, with caching headers.
 //! - [`error`]: [`AppError`], every failure with its status and message, as HTML or JSON.
 //! - [`timing`]: `Server-Timing` headers on uploads and PNG reads.
+//! - [`serve`]: the accept loop: connection limits and timeouts, and a shutdown that ends.
+//! - [`budget`]: the memory budget decodes and encodes reserve from.
+//! - [`guard`]: the requests a server on localhost refuses, and its security headers.
 
 pub mod api;
 pub mod assets;
+pub mod budget;
 pub mod error;
 pub mod guard;
 pub mod image;
 pub mod live;
 pub mod page;
+pub mod serve;
 mod timestamp;
 pub mod timing;
 pub mod upload;
@@ -29,8 +35,8 @@ pub use error::AppError;
 use crate::segment::Segment;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -55,6 +61,10 @@ pub struct Limits {
     pub max_upload_bytes: usize,
     /// How long one request may take, body included, before it is answered with 408.
     pub request_timeout: Duration,
+    /// The longest header line or request target, in bytes.
+    pub max_header_bytes: usize,
+    /// The memory decodes and encodes may hold at once, in bytes.
+    pub max_memory: u64,
 }
 
 /// What every request handler shares: the segment, the limits and the server's caches.
@@ -66,6 +76,7 @@ pub struct AppState {
     allowed_hosts: Arc<guard::AllowedHosts>,
     last_upload: Arc<Mutex<Option<upload::RecentUpload>>>,
     live: Arc<live::LiveFeed>,
+    budget: Arc<budget::MemoryBudget>,
 }
 
 impl AppState {
@@ -77,8 +88,14 @@ impl AppState {
             allowed_hosts: Arc::new(guard::AllowedHosts::default()),
             last_upload: Arc::new(Mutex::new(None)),
             live: Arc::new(live::LiveFeed::new(&segment)),
+            budget: budget::MemoryBudget::new(limits.max_memory),
             segment,
         }
+    }
+
+    /// The memory budget decodes and encodes reserve from.
+    pub fn budget(&self) -> &Arc<budget::MemoryBudget> {
+        &self.budget
     }
 
     /// Also answers to the host names in `hosts` (see [`guard`]).
@@ -164,43 +181,41 @@ pub fn app(state: AppState) -> Router {
     router
 }
 
-/// Serves [`app`] on `listener` until `shutdown` completes, then lets running requests finish.
+/// Serves [`app`] on `listener` within `connection_limits` until `shutdown` is signalled, then
+/// shuts down as [`serve`] says: running requests may finish within the grace period, a second
+/// signal stops at once.
 ///
 /// While it serves, a [`live::SegmentWatcher`] pushes new images to `/events` streams; when
-/// `shutdown` completes those streams end, and the watcher has let go of the segment by the
-/// time this returns.
+/// shutdown begins those streams end, and the watcher has let go of the segment by the time
+/// this returns.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    connection_limits: serve::ConnectionLimits,
+    shutdown: serve::Shutdown,
 ) -> io::Result<()> {
     let feed = Arc::clone(state.live_feed());
     let watcher = live::SegmentWatcher::start(state.segment(), Arc::clone(&feed))?;
     let closing = Arc::clone(&feed);
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            closing.close();
-        })
-        .await;
+    let overloaded = {
+        let state = state.clone();
+        let limit = connection_limits.max_connections;
+        Arc::new(move |headers: &HeaderMap| {
+            error::Reply::for_headers(headers).error(AppError::TooManyConnections { limit }, &state)
+        }) as serve::Overloaded
+    };
+    let served = serve::serve(
+        listener,
+        app(state),
+        connection_limits,
+        overloaded,
+        shutdown,
+        move || closing.close(),
+    )
+    .await;
     feed.close();
     watcher.stop().await;
     served
-}
-
-/// Starts listening for SIGINT (Ctrl-C) and SIGTERM now, and returns a future that completes
-/// on the first of them. Call it before announcing the server, so that a signal arriving right
-/// after the announcement still shuts it down gracefully instead of killing it.
-pub fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!("SIGINT received: finishing running requests"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received: finishing running requests"),
-        }
-    })
 }
 
 /// Runs blocking segment or image work on tokio's blocking threads and turns a panic there into

@@ -23,10 +23,10 @@ use serde::Deserialize;
 pub(crate) struct PageQuery {
     /// Present when "Display image from shared memory" was pressed.
     show: Option<String>,
-    /// The sequence number of the image just loaded from a file.
+    /// The sequence number of the image just loaded from a file. (The link also carries the
+    /// file's `name`, for the address bar; the page takes the name from what the server
+    /// received, never from the link.)
     loaded: Option<String>,
-    /// The file name of the image just loaded.
-    name: Option<String>,
 }
 
 /// The page.
@@ -105,7 +105,7 @@ pub(crate) async fn show(
         .as_deref()
         .and_then(|seq| seq.parse::<u64>().ok());
     let view = match loaded {
-        Some(seq) => loaded_view(&state, &snapshot, seq, query.name.as_deref()),
+        Some(seq) => loaded_view(&state, &snapshot, seq),
         None if query.show.is_some() => display_view(&snapshot, state.segment.incarnation()),
         None => idle_view(&snapshot),
     };
@@ -127,9 +127,12 @@ pub(crate) async fn show(
 type View = (StatusCode, Status, Option<Picture>);
 
 /// After "Load image from file": what was loaded, with a preview.
-fn loaded_view(state: &AppState, snapshot: &SegmentState, seq: u64, name: Option<&str>) -> View {
-    let name = name.filter(|name| !name.is_empty()).unwrap_or("the image");
+fn loaded_view(state: &AppState, snapshot: &SegmentState, seq: u64) -> View {
     let recent = state.recent_upload(seq);
+    let name = recent
+        .as_ref()
+        .and_then(|recent| recent.file_name.as_deref())
+        .unwrap_or("the image");
     let current = snapshot.image.as_ref().filter(|info| info.seq == seq);
     let Some(info) = current.or(recent.as_ref().map(|recent| &recent.info)) else {
         if snapshot.seq > seq {

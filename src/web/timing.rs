@@ -53,6 +53,17 @@ impl ServerTiming {
         self.record(name, start.elapsed());
     }
 
+    /// Runs `step` and records it as `name` only if it took a millisecond or more: for waits
+    /// that are usually none (for memory, say).
+    pub fn time_if_long<T>(&mut self, name: &'static str, step: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let output = step();
+        if start.elapsed() >= Duration::from_millis(1) {
+            self.record_since(name, start);
+        }
+        output
+    }
+
     /// Records step `name` with a description and no duration, as `cache;desc=hit`.
     pub fn describe(&mut self, name: &'static str, description: &'static str) {
         self.push(Metric::Description(name, description));

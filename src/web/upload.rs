@@ -6,12 +6,18 @@
 //! segment: nothing is written until the image has been decoded within the limits.
 //!
 //! Both answers carry a `Server-Timing` header (see [`super::timing`]) with the time spent
-//! receiving the body, decoding it and writing the pixels into the segment.
+//! receiving the body, waiting for memory, decoding it and writing the pixels into the segment.
+//!
+//! The body is read into a buffer that grows with what arrives (a declared `Content-Length` is
+//! not reserved up front), and refused with `415` as soon as its first bytes show it is no image
+//! this server reads. The decode reserves the memory it needs from the server's
+//! [`super::budget`] first.
 
+use super::budget::{self, MemoryBudget, Reservation};
 use super::error::Reply;
 use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
-use crate::imaging::{self, DecodeLimits};
+use crate::imaging::{self, DecodeError, DecodeLimits, Sniffed};
 use crate::raster::Raster;
 use crate::segment::ImageInfo;
 use axum::Json;
@@ -22,6 +28,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use futures_util::StreamExt as _;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The form field that carries the file.
@@ -33,11 +40,12 @@ const THUMBNAIL_SIDE: u32 = 320;
 /// The longest file name kept for the status line, in characters.
 const MAX_FILE_NAME_CHARS: usize = 100;
 
-/// The bytes of one upload and the file name the browser gave, if any.
+/// The bytes of one upload, the memory they hold, and the file name the browser gave, if any.
 #[derive(Debug)]
 struct Upload {
     file_name: Option<String>,
     bytes: Bytes,
+    memory: Reservation,
 }
 
 /// The last upload a server took from its page, kept so the page shown after the redirect can
@@ -48,6 +56,8 @@ pub(crate) struct RecentUpload {
     pub info: ImageInfo,
     /// A `data:image/png;base64,...` preview, if one could be made.
     pub thumbnail: Option<String>,
+    /// The file name the browser gave, cleaned.
+    pub file_name: Option<String>,
 }
 
 /// What `POST /image` answers API clients with.
@@ -121,16 +131,25 @@ async fn store(
     let upload = read_upload(state, request).await?;
     timing.record_since("receive", received);
     let segment = state.segment.clone();
+    let budget = Arc::clone(state.budget());
     let limits = DecodeLimits {
         max_pixels: state.limits.max_pixels,
     };
     let want_thumbnail = reply == Reply::Page;
     let bytes = upload.bytes;
+    let body_memory = upload.memory;
     let (info, thumbnail, steps) = blocking(move || {
         let mut steps = ServerTiming::new();
+        // The memory the decode will take beyond the body (which holds its own) is reserved
+        // before it starts, and held until the pixels are in the segment.
+        let needed = imaging::decode_footprint(&bytes, &limits).saturating_sub(body_memory.bytes());
+        let _memory = steps.time_if_long("memory", || {
+            budget.reserve(needed, "decoding the upload", budget::WAIT)
+        })?;
         let decoded = steps.time("decode", || imaging::decode(&bytes, &limits))?;
         // The upload's bytes are not needed any more: free them before the copy.
         drop(bytes);
+        drop(body_memory);
         let info = steps.time("write", || segment.write(&decoded.raster))?;
         tracing::info!(
             seq = info.seq,
@@ -153,6 +172,7 @@ async fn store(
         state.remember_upload(RecentUpload {
             info: info.clone(),
             thumbnail,
+            file_name: upload.file_name.clone(),
         });
     }
     Ok((upload.file_name, info, timing))
@@ -186,36 +206,51 @@ async fn read_upload(state: &AppState, request: Request) -> Result<Upload, AppEr
         let mut form = Multipart::from_request(request, state)
             .await
             .map_err(|rejection| AppError::MalformedUpload(rejection.body_text()))?;
-        while let Some(field) = form
+        while let Some(mut field) = form
             .next_field()
             .await
             .map_err(|error| multipart_error(error, limit))?
         {
             if field.name() == Some(IMAGE_FIELD) {
                 let file_name = field.file_name().and_then(clean_file_name);
-                let bytes = field
-                    .bytes()
+                let mut received = Received::new(None, state.budget());
+                while let Some(piece) = field
+                    .chunk()
                     .await
-                    .map_err(|error| multipart_error(error, limit))?;
-                return Ok(Upload { file_name, bytes });
+                    .map_err(|error| multipart_error(error, limit))?
+                {
+                    received.add(&piece, limit)?;
+                }
+                let (bytes, memory) = received.finish();
+                return Ok(Upload {
+                    file_name,
+                    bytes,
+                    memory,
+                });
             }
         }
         Err(AppError::MissingImageField)
     } else if media_type.starts_with("image/") || media_type == "application/octet-stream" {
+        let (bytes, memory) = read_body(request, limit, state.budget()).await?;
         Ok(Upload {
             file_name: None,
-            bytes: read_body(request, limit).await?,
+            bytes,
+            memory,
         })
     } else {
         Err(AppError::UnsupportedContentType { content_type })
     }
 }
 
-/// A raw body of at most `limit` bytes, read into one buffer sized by `Content-Length`.
+/// A raw body of at most `limit` bytes.
 ///
-/// Each piece is copied into the buffer and let go as it arrives, so the body is in memory
+/// Each piece is copied into one buffer and let go as it arrives, so the body is in memory
 /// once, not as a list of pieces plus a contiguous copy of them.
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, AppError> {
+async fn read_body(
+    request: Request,
+    limit: usize,
+    budget: &Arc<MemoryBudget>,
+) -> Result<(Bytes, Reservation), AppError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -225,15 +260,76 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, AppError> {
         return Err(AppError::UploadTooLarge { limit });
     }
     let mut body = request.into_body().into_data_stream();
-    let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+    let mut received = Received::new(declared, budget);
     while let Some(piece) = body.next().await {
         let piece = piece.map_err(|error| AppError::MalformedUpload(error.to_string()))?;
-        if bytes.len() + piece.len() > limit {
+        received.add(&piece, limit)?;
+    }
+    Ok(received.finish())
+}
+
+/// An upload's bytes as they arrive: checked against the limit, recognised (or refused) as an
+/// image from the first bytes, in a buffer that grows with what has arrived and whose memory is
+/// reserved from the budget as it grows.
+struct Received {
+    bytes: Vec<u8>,
+    memory: Reservation,
+    /// The length the request declared, if any: the buffer never grows past it unasked.
+    declared: Option<u64>,
+    /// Whether the first bytes were found to start an image.
+    recognised: bool,
+}
+
+impl Received {
+    fn new(declared: Option<u64>, budget: &Arc<MemoryBudget>) -> Received {
+        Received {
+            bytes: Vec::new(),
+            memory: budget.nothing(),
+            declared,
+            recognised: false,
+        }
+    }
+
+    /// Adds `piece`; refuses the upload once it is over `limit` or its first bytes start no
+    /// image this server reads (without waiting for the rest).
+    fn add(&mut self, piece: &[u8], limit: usize) -> Result<(), AppError> {
+        let needed = self.bytes.len() + piece.len();
+        if needed > limit {
             return Err(AppError::UploadTooLarge { limit });
         }
-        bytes.extend_from_slice(&piece);
+        if needed > self.bytes.capacity() {
+            // Grow fourfold, so a large body is copied about once in all, but never to more
+            // than the declared length or the limit: a length that was declared but not sent
+            // costs nothing.
+            let ceiling = self
+                .declared
+                .and_then(|declared| usize::try_from(declared).ok())
+                .unwrap_or(limit)
+                .min(limit);
+            let target = needed.max(self.bytes.len().saturating_mul(4).min(ceiling));
+            let more = target - self.bytes.capacity();
+            self.memory.grow(more as u64, "receiving the upload")?;
+            self.bytes
+                .try_reserve_exact(target - self.bytes.len())
+                .map_err(|_| AppError::OutOfMemory {
+                    work: "receiving the upload",
+                    bytes: target as u64,
+                })?;
+        }
+        self.bytes.extend_from_slice(piece);
+        if !self.recognised {
+            match imaging::sniff(&self.bytes, false) {
+                Sniffed::Image(_) => self.recognised = true,
+                Sniffed::NotAnImage => return Err(DecodeError::NotAnImage.into()),
+                Sniffed::NeedMore => {}
+            }
+        }
+        Ok(())
     }
-    Ok(Bytes::from(bytes))
+
+    fn finish(self) -> (Bytes, Reservation) {
+        (Bytes::from(self.bytes), self.memory)
+    }
 }
 
 /// A multipart failure: too large becomes 413, anything else a malformed upload.

@@ -164,6 +164,12 @@ impl TestServer {
         self.child.id()
     }
 
+    /// The exit status, if the process has exited (without waiting).
+    #[allow(dead_code)] // not every test binary that includes these helpers needs it
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// What the server wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()

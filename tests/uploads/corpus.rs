@@ -657,10 +657,12 @@ impl Corpus {
         }
     }
 
-    /// Bodies many times the byte limit, streamed: refused (413) long before they end.
+    /// Bodies many times the byte limit, streamed: refused (413) long before they end. Each
+    /// starts like a PNG, so that it is its size that is refused, not its first bytes.
     fn bodies_over_the_limit(&mut self, limits: Limits) {
         let total = 8 * limits.max_upload_bytes;
-        let chunk = self.random(64 * 1024);
+        let mut chunk = forge::png_claiming(4000, 4000, 2, 8, &[], false);
+        chunk.extend(self.random(64 * 1024));
         let stream = |head: Vec<u8>, prefix: Vec<u8>| {
             let mut first = prefix;
             first.extend_from_slice(&chunk);

@@ -1,6 +1,5 @@
-//! Bugs the bad-upload corpus found in how the server refuses uploads. Fixed ones stay here as
-//! regression tests; the one still open is ignored so the suite stays green (run it with
-//! `cargo test --test uploads known_bugs -- --ignored`; remove the `#[ignore]` with the fix).
+//! Bugs the bad-upload corpus found in how the server refuses uploads, all fixed; they stay
+//! here as regression tests.
 
 use crate::corpus::{Case, Delivery};
 use crate::forge;
@@ -34,14 +33,14 @@ async fn a_408_says_why() {
     assert!(text.contains("second"), "the message says how long: {text}");
 }
 
-/// A client that sends part of its request head and stops is never dropped: the request
-/// timeout only starts once the head is complete, and the server sets no timeout for reading
-/// heads. Each such client holds a connection (and a file descriptor) for as long as it likes.
+/// A client that sends part of its request head and stops is dropped once `--header-timeout`
+/// has passed. (It once was never dropped: the request timeout only starts once the head is
+/// complete, and the server set no timeout for reading heads, so each such client held a
+/// connection and a file descriptor for as long as it liked.)
 #[tokio::test]
-#[ignore = "known bug: a client stalled inside its request head is never dropped"]
 async fn a_client_stalled_in_its_request_head_is_dropped() {
     let segment = fresh_segment();
-    let server = spawn_server_with(&segment, &["--request-timeout", "2"]);
+    let server = spawn_server_with(&segment, &["--header-timeout", "2"]);
     let mut stream = tokio::net::TcpStream::connect(&server.addr)
         .await
         .expect("connect");

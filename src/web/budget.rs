@@ -1,0 +1,265 @@
+//! The memory budget: decodes and encodes reserve the memory they will need before they
+//! allocate it, so however many uploads and reads arrive at once, together they hold at most
+//! `--max-memory`.
+//!
+//! Request bodies reserve what they take as they arrive (without waiting: a body that finds
+//! no room is refused with `503`), and a decode reserves what it needs beyond its body.
+//!
+//! A request whose work needs more than is free waits (at most [`WAIT`]) for others to finish,
+//! then is answered `503` with `Retry-After`; one that needs more than the whole budget is
+//! answered `507` at once. The default budget is derived from the memory the process may use
+//! ([`available_memory`]): a sixteenth of it, but never less than one image of `--max-pixels`
+//! at 8 bytes per pixel (so the largest image the server accepts can always be decoded) nor more
+//! than half of it.
+
+use super::AppError;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a request waits for memory before it is answered `503`.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// What `Retry-After` says when the budget is exhausted, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// The widest pixel shmimage stores: RGBA with 16-bit samples.
+const WIDEST_STORED_PIXEL: u64 = 8;
+
+/// Room for what a decode holds besides its pixels.
+const WORKING_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Bytes that decodes and encodes may hold at once.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    total: u64,
+    free: Mutex<u64>,
+    returned: Condvar,
+}
+
+/// Memory reserved from a [`MemoryBudget`], given back on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// The bytes reserved.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Reserves `more` bytes on top, without waiting: for memory that grows as a request body
+    /// arrives.
+    pub fn grow(&mut self, more: u64, work: &'static str) -> Result<(), AppError> {
+        let budget = &self.budget;
+        let needed = self.bytes.saturating_add(more);
+        if needed > budget.total {
+            return Err(AppError::OverMemoryBudget {
+                work,
+                needed,
+                budget: budget.total,
+            });
+        }
+        let mut free = budget.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if *free < more {
+            return Err(AppError::MemoryBusy {
+                work,
+                needed,
+                budget: budget.total,
+            });
+        }
+        *free -= more;
+        self.bytes = needed;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut free = self
+            .budget
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *free += self.bytes;
+        self.budget.returned.notify_all();
+    }
+}
+
+impl MemoryBudget {
+    /// A budget of `total` bytes.
+    pub fn new(total: u64) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            total,
+            free: Mutex::new(total),
+            returned: Condvar::new(),
+        })
+    }
+
+    /// The whole budget, in bytes.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// An empty reservation, to [`Reservation::grow`].
+    pub fn nothing(self: &Arc<Self>) -> Reservation {
+        Reservation {
+            budget: Arc::clone(self),
+            bytes: 0,
+        }
+    }
+
+    /// Reserves `bytes` for `work` ("decoding the upload", "encoding the PNG"), waiting up to
+    /// `wait` for others to give memory back. Blocks: call it on a blocking thread.
+    pub fn reserve(
+        self: &Arc<Self>,
+        bytes: u64,
+        work: &'static str,
+        wait: Duration,
+    ) -> Result<Reservation, AppError> {
+        if bytes > self.total {
+            return Err(AppError::OverMemoryBudget {
+                work,
+                needed: bytes,
+                budget: self.total,
+            });
+        }
+        let deadline = Instant::now() + wait;
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free < bytes {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AppError::MemoryBusy {
+                    work,
+                    needed: bytes,
+                    budget: self.total,
+                });
+            }
+            free = self
+                .returned
+                .wait_timeout(free, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *free -= bytes;
+        Ok(Reservation {
+            budget: Arc::clone(self),
+            bytes,
+        })
+    }
+}
+
+/// The default `--max-memory` for a server that accepts `max_pixels`: a sixteenth of the
+/// memory the process may use, at least one largest image (plus working room), at most half.
+pub fn default_budget(max_pixels: u64, available: Option<u64>) -> u64 {
+    let largest = max_pixels
+        .saturating_mul(WIDEST_STORED_PIXEL)
+        .saturating_add(WORKING_BYTES);
+    match available {
+        Some(available) => (available / 16).max(largest).min(available / 2).max(1),
+        None => largest.saturating_mul(2),
+    }
+}
+
+/// The memory this process may use: physical memory, or less if the cgroup it runs in
+/// (`memory.max`) or its address-space limit (`ulimit -v`) says so. `None` if none of them can
+/// be read.
+pub fn available_memory() -> Option<u64> {
+    let physical = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|meminfo| {
+            meminfo
+                .lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map(|kib| kib * 1024);
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let address_space = rlimit::getrlimit(rlimit::Resource::AS)
+        .ok()
+        .map(|(soft, _)| soft)
+        .filter(|&soft| soft != rlimit::INFINITY);
+    [physical, cgroup, address_space]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn reservations_wait_for_memory_and_give_it_back() {
+        let budget = MemoryBudget::new(100 * MIB);
+        let first = budget.reserve(60 * MIB, "decoding", WAIT).unwrap();
+        let waited = budget.reserve(60 * MIB, "decoding", Duration::from_millis(50));
+        assert!(
+            matches!(waited, Err(AppError::MemoryBusy { .. })),
+            "{waited:?}"
+        );
+        let small = budget.reserve(40 * MIB, "encoding", WAIT).unwrap();
+        drop(first);
+        drop(small);
+        assert!(budget.reserve(100 * MIB, "decoding", WAIT).is_ok());
+        let too_big = budget.reserve(101 * MIB, "decoding", WAIT);
+        assert!(
+            matches!(too_big, Err(AppError::OverMemoryBudget { .. })),
+            "{too_big:?}"
+        );
+    }
+
+    #[test]
+    fn a_growing_reservation_takes_what_is_free_and_gives_it_all_back() {
+        let budget = MemoryBudget::new(10 * MIB);
+        let mut body = budget.nothing();
+        body.grow(4 * MIB, "receiving the upload").unwrap();
+        body.grow(4 * MIB, "receiving the upload").unwrap();
+        assert_eq!(body.bytes(), 8 * MIB);
+        let busy = budget.reserve(4 * MIB, "decoding", Duration::ZERO);
+        assert!(matches!(busy, Err(AppError::MemoryBusy { .. })), "{busy:?}");
+        let grown = body.grow(4 * MIB, "receiving the upload");
+        assert!(
+            matches!(grown, Err(AppError::OverMemoryBudget { .. })),
+            "{grown:?}"
+        );
+        drop(body);
+        assert!(budget.reserve(10 * MIB, "decoding", Duration::ZERO).is_ok());
+    }
+
+    #[test]
+    fn a_waiting_reservation_gets_memory_as_soon_as_it_is_given_back() {
+        let budget = MemoryBudget::new(10 * MIB);
+        let held = budget.reserve(10 * MIB, "decoding", WAIT).unwrap();
+        let waiter = {
+            let budget = Arc::clone(&budget);
+            std::thread::spawn(move || budget.reserve(10 * MIB, "decoding", WAIT).is_ok())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn the_default_fits_the_largest_image_and_the_machine() {
+        let gib = 1024 * MIB;
+        let largest = 100_000_000 * 8 + 64 * MIB;
+        assert_eq!(default_budget(100_000_000, Some(24 * gib)), 24 * gib / 16);
+        assert_eq!(default_budget(100_000_000, Some(6 * gib)), largest);
+        assert_eq!(default_budget(100_000_000, Some(gib)), gib / 2);
+        assert_eq!(default_budget(1_000, Some(64 * gib)), 4 * gib);
+        assert_eq!(default_budget(100_000_000, None), 2 * largest);
+        assert!(available_memory().is_some_and(|bytes| bytes > 64 * MIB));
+    }
+}
