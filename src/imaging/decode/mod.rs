@@ -69,27 +69,29 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeErro
         });
     };
     let format = container.name();
-    // A panic inside a decoder means it could not read this file. Nothing it touched is shared
-    // with the rest of the server (the upload's bytes are only read), so carrying on is sound.
-    let decoded = panic::catch_unwind(AssertUnwindSafe(|| {
-        decode_container(container, bytes, limits)
-    }));
-    let raster = match decoded {
-        Ok(raster) => raster?,
-        Err(panic) => {
-            let reason = panic
-                .downcast_ref::<&str>()
-                .map(|text| text.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::warn!(format, reason, "the decoder panicked on an upload");
-            return Err(DecodeError::Corrupt {
-                format,
-                detail: "the decoder stopped on an internal error reading it".to_owned(),
-            });
-        }
-    };
+    let raster = guarded(format, || decode_container(container, bytes, limits))?;
     Ok(Decoded { raster, format })
+}
+
+/// Runs `decode` inside a panic boundary: a panic means the decoder could not read the file,
+/// and becomes a refusal of it as corrupt. Nothing a decoder touches is shared with the rest of
+/// the server (the upload's bytes are only read), so carrying on after one is sound.
+fn guarded(
+    format: &'static str,
+    decode: impl FnOnce() -> Result<Raster, DecodeError>,
+) -> Result<Raster, DecodeError> {
+    panic::catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::warn!(format, reason, "the decoder panicked on an upload");
+        Err(DecodeError::Corrupt {
+            format,
+            detail: "the decoder stopped on an internal error reading it".to_owned(),
+        })
+    })
 }
 
 /// Decodes a file whose container is known.
@@ -917,6 +919,20 @@ mod tests {
                 Err(DecodeError::Corrupt { format, .. }) => assert_eq!(format, container),
                 other => panic!("{container}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_decoder_that_panics_refuses_the_file_as_corrupt() {
+        let outcome = guarded("TIFF", || {
+            panic!("assertion failed: buf.len() >= row_stride")
+        });
+        match outcome {
+            Err(DecodeError::Corrupt { format, detail }) => {
+                assert_eq!(format, "TIFF");
+                assert!(detail.contains("internal error"), "{detail}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

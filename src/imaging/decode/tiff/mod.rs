@@ -886,3 +886,151 @@ fn finish_colors(pixels: &mut [u8], black: &[u16], layout: &Layout) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRIP_OFFSET: u32 = u32::MAX;
+    const SHORT: u16 = 3;
+    const LONG: u16 = 4;
+
+    /// A little-endian TIFF with the given (tag, type, value) entries and `data` right after
+    /// the header; [`STRIP_OFFSET`] as a value stands for where `data` starts.
+    fn tiff(entries: &[(u16, u16, u32)], data: &[u8]) -> Vec<u8> {
+        let data_at = 8u32;
+        let padded = data.len() + data.len() % 2;
+        let ifd_at = data_at + padded as u32;
+        let mut out = b"II*\0".to_vec();
+        out.extend_from_slice(&ifd_at.to_le_bytes());
+        out.extend_from_slice(data);
+        out.resize(8 + padded, 0);
+        let mut sorted = entries.to_vec();
+        sorted.sort_by_key(|entry| entry.0);
+        out.extend_from_slice(&(sorted.len() as u16).to_le_bytes());
+        for (tag, kind, value) in sorted {
+            let value = if value == STRIP_OFFSET {
+                data_at
+            } else {
+                value
+            };
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&kind.to_le_bytes());
+            out.extend_from_slice(&1u32.to_le_bytes());
+            if kind == SHORT {
+                out.extend_from_slice(&(value as u16).to_le_bytes());
+                out.extend_from_slice(&[0, 0]);
+            } else {
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out
+    }
+
+    fn gray_strip(width: u32, height: u32, bits: u32, compression: u32, data: &[u8]) -> Vec<u8> {
+        tiff(
+            &[
+                (256, LONG, width),
+                (257, LONG, height),
+                (258, SHORT, bits),
+                (259, SHORT, compression),
+                (262, SHORT, 1),
+                (273, LONG, STRIP_OFFSET),
+                (277, SHORT, 1),
+                (278, LONG, height),
+                (279, LONG, data.len() as u32),
+            ],
+            data,
+        )
+    }
+
+    const ROOMY: DecodeLimits = DecodeLimits {
+        max_pixels: 1_000_000,
+    };
+
+    fn samples16(raster: &Raster) -> Vec<u16> {
+        raster
+            .pixels()
+            .chunks_exact(2)
+            .map(|pair| u16::from_ne_bytes([pair[0], pair[1]]))
+            .collect()
+    }
+
+    #[test]
+    fn gray_of_every_depth_is_scaled_to_8_or_16_bits() {
+        // 2-bit: 0, 1, 2, 3 -> 0, 85, 170, 255.
+        let raster = decode(&gray_strip(4, 1, 2, 1, &[0b0001_1011]), &ROOMY).unwrap();
+        assert_eq!(raster.format(), PixelFormat::L8);
+        assert_eq!(raster.pixels(), &[0, 85, 170, 255]);
+        // 12-bit, packed across bytes: 4095 -> 65535, 2048 -> 32776 (rounded).
+        let raster = decode(&gray_strip(2, 1, 12, 1, &[0xFF, 0xF8, 0x00]), &ROOMY).unwrap();
+        assert_eq!(raster.format(), PixelFormat::L16);
+        assert_eq!(samples16(&raster), [65535, 32776]);
+        // 32-bit unsigned without a SampleFormat tag: integers, never floats.
+        let data = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0x80];
+        let raster = decode(&gray_strip(2, 1, 32, 1, &data), &ROOMY).unwrap();
+        assert_eq!(samples16(&raster), [65535, 32768]);
+    }
+
+    #[test]
+    fn the_pixel_limit_is_checked_before_anything_is_read() {
+        let bomb = gray_strip(100_000, 100_000, 8, 1, &[0; 16]);
+        assert!(matches!(
+            decode(&bomb, &ROOMY),
+            Err(DecodeError::TooManyPixels {
+                pixels: 10_000_000_000,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_tile_far_larger_than_the_picture_is_refused_before_it_is_allocated() {
+        // A 1x1 picture in one 65536x65536 tile: 4 GiB of tile for one pixel.
+        let bomb = tiff(
+            &[
+                (256, LONG, 1),
+                (257, LONG, 1),
+                (258, SHORT, 8),
+                (259, SHORT, 1),
+                (262, SHORT, 1),
+                (277, SHORT, 1),
+                (322, LONG, 65536),
+                (323, LONG, 65536),
+                (324, LONG, STRIP_OFFSET),
+                (325, LONG, 1),
+            ],
+            &[7],
+        );
+        match decode(&bomb, &ROOMY) {
+            Err(DecodeError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("far larger"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_strip_that_ends_early_is_corrupt_not_padded() {
+        let short = gray_strip(4, 2, 8, 1, &[1, 2, 3, 4, 5]);
+        match decode(&short, &ROOMY) {
+            Err(DecodeError::Corrupt {
+                format: "TIFF",
+                detail,
+            }) => assert!(detail.contains("ends too early"), "{detail}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unsupported_compressions_are_named() {
+        match decode(&gray_strip(1, 1, 8, 34925, &[0]), &ROOMY) {
+            Err(DecodeError::Unsupported {
+                format: "TIFF",
+                feature,
+            }) => assert_eq!(feature, "LZMA compression"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
