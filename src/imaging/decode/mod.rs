@@ -13,7 +13,8 @@
 //! Most formats go through the `image` crate. Some are read here, where its decoders fall short:
 //! TIFF ([`tiff`]: planes, tiles, palettes, any bit depth, fax, premultiplied alpha), JPEG
 //! ([`jpeg`]: damaged picture data is refused, not filled with gray), BMP ([`bmp`]: OS/2 v2
-//! headers, run-length files that skip pixels) and GIF ([`gif`]: files without a color table).
+//! headers, run-length files that skip pixels), GIF ([`gif`]: files without a color table) and
+//! ICO/CUR ([`ico`]: PNG pictures in any pixel format).
 //! The orientation is applied for every format that can carry one ([`orientation`]).
 //!
 //! The decoded image keeps its pixel format. 8-bit buffers move into the raster without a copy;
@@ -22,6 +23,7 @@
 
 mod bmp;
 mod gif;
+mod ico;
 mod jpeg;
 mod orientation;
 mod tiff;
@@ -105,6 +107,7 @@ fn decode_container(
         Container::Jpeg => jpeg::decode(bytes, limits),
         Container::Bmp => bmp::decode(bytes, limits),
         Container::Gif => gif::decode(bytes, limits),
+        Container::Ico | Container::Cur => ico::decode(bytes, container, limits),
         other => with_image_crate(bytes, other, limits),
     }
 }

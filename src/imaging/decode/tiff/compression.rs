@@ -239,10 +239,16 @@ impl FaxRows {
     }
 }
 
-/// A JPEG-compressed chunk (compression 7) decoded to 8-bit samples: gray for one component,
-/// RGB for three (YCbCr converted) or four. `tables` is the JPEGTables tag: shared tables that
-/// go in front of every chunk's own data.
-pub fn unjpeg(raw: &[u8], tables: Option<&[u8]>) -> Result<(Vec<u8>, u32, u32, u8), TiffProblem> {
+/// A JPEG-compressed chunk (compression 7) decoded to 8-bit samples, with its width, height
+/// and samples per pixel. `tables` is the JPEGTables tag: shared tables that go in front of
+/// every chunk's own data. The samples come out as they are stored (gray, RGB, CMYK), except
+/// that `from_ycbcr` (PhotometricInterpretation 6) converts YCbCr to RGB: without it a
+/// three-component JPEG would be taken for YCbCr, where TIFF says it holds RGB.
+pub fn unjpeg(
+    raw: &[u8],
+    tables: Option<&[u8]>,
+    from_ycbcr: bool,
+) -> Result<(Vec<u8>, u32, u32, u8), TiffProblem> {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
@@ -268,11 +274,12 @@ pub fn unjpeg(raw: &[u8], tables: Option<&[u8]>) -> Result<(Vec<u8>, u32, u32, u
     let (width, height) = decoder
         .dimensions()
         .ok_or_else(|| TiffProblem::Corrupt("a JPEG tile without a size".to_owned()))?;
-    let components = decoder.input_colorspace().map_or(3, |c| c.num_components());
-    let wanted = if components == 1 {
-        ColorSpace::Luma
-    } else {
-        ColorSpace::RGB
+    let stored = decoder.input_colorspace().unwrap_or(ColorSpace::YCbCr);
+    let wanted = match stored.num_components() {
+        1 => ColorSpace::Luma,
+        3 if from_ycbcr => ColorSpace::RGB,
+        4 => ColorSpace::CMYK,
+        _ => stored,
     };
     decoder.set_options(decoder.options().jpeg_set_out_colorspace(wanted));
     let pixels = decoder.decode().map_err(corrupt)?;

@@ -67,7 +67,10 @@ impl From<TiffError> for TiffProblem {
     fn from(error: TiffError) -> TiffProblem {
         match error {
             TiffError::UnsupportedError(TiffUnsupportedError::UnknownInterpretation) => {
-                TiffProblem::Corrupt("it has no PhotometricInterpretation".to_owned())
+                TiffProblem::Unsupported(Unsupported::Feature(
+                    "a color model (PhotometricInterpretation) that is missing or unknown"
+                        .to_owned(),
+                ))
             }
             TiffError::UnsupportedError(unsupported) => {
                 TiffProblem::Unsupported(Unsupported::Feature(unsupported.to_string()))
@@ -178,6 +181,8 @@ struct Layout {
     byte_counts: Vec<u64>,
     format: PixelFormat,
     orientation: Orientation,
+    /// Whether the samples are YCbCr inside JPEG compression, to be converted to RGB.
+    ycbcr: bool,
     /// Whether multi-byte samples are stored most significant byte first ("MM").
     big_endian: bool,
 }
@@ -437,6 +442,7 @@ fn read_layout(
         byte_counts,
         format,
         orientation,
+        ycbcr: photometric_tag == 6,
         big_endian: decoder.byte_order() == tiff::tags::ByteOrder::BigEndian,
     })
 }
@@ -534,7 +540,7 @@ fn assemble(bytes: &[u8], layout: &Layout) -> Result<Raster, TiffProblem> {
             let decoded = match layout.compression {
                 compression::JPEG => {
                     let (data, jpeg_width, jpeg_height, jpeg_channels) =
-                        compression::unjpeg(&raw, layout.jpeg_tables.as_deref())?;
+                        compression::unjpeg(&raw, layout.jpeg_tables.as_deref(), layout.ycbcr)?;
                     if (jpeg_width as usize) < cols || (jpeg_height as usize) < rows {
                         return Err(corrupt(format!(
                             "a JPEG tile of {jpeg_width}x{jpeg_height} pixels where \
@@ -551,6 +557,7 @@ fn assemble(bytes: &[u8], layout: &Layout) -> Result<Raster, TiffProblem> {
                         channels,
                         layout,
                         &mut pixels,
+                        &mut black,
                     );
                     continue;
                 }
@@ -625,7 +632,8 @@ fn chunk_bytes(bytes: &[u8], offset: u64, count: u64) -> Result<&[u8], TiffProbl
     Ok(&bytes[start.min(bytes.len())..end.min(bytes.len())])
 }
 
-/// Copies a decoded JPEG chunk (8-bit gray or RGB) into the raster.
+/// Copies a decoded JPEG chunk (8-bit gray, RGB or CMYK) into the raster (and, for CMYK, the
+/// black plane).
 #[allow(clippy::too_many_arguments)]
 fn place_jpeg(
     data: &[u8],
@@ -636,14 +644,20 @@ fn place_jpeg(
     channels: usize,
     layout: &Layout,
     pixels: &mut [u8],
+    black: &mut [u16],
 ) {
     let color_channels = channels - usize::from(layout.alpha.is_some());
+    let cmyk = layout.photometric == Photometric::Cmyk && jpeg_channels == 4;
     for r in 0..rows {
         for x in 0..cols {
             let source = &data[r * stride + x * jpeg_channels..][..jpeg_channels];
-            let at = ((y0 + r) * width + x0 + x) * channels;
+            let pixel = (y0 + r) * width + x0 + x;
+            let at = pixel * channels;
             for c in 0..color_channels {
                 pixels[at + c] = source[c.min(jpeg_channels - 1)];
+            }
+            if cmyk {
+                black[pixel] = u16::from(source[3]);
             }
             if layout.alpha.is_some() {
                 pixels[at + color_channels] = 255;
