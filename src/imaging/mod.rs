@@ -78,8 +78,8 @@ pub enum DecodeError {
     NotAnImage,
     /// The bytes are an image in a format shmimage recognises but does not read (HEIC, AVIF, ...).
     #[error(
-        "the file is a {format} image, which this server does not support: convert it to one of {} \
-         and upload that",
+        "the file is in the {format} format, which this server does not support: convert it to \
+         one of {} and upload that",
         formats::accepted_formats()
     )]
     UnreadableFormat {

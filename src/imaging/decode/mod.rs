@@ -291,15 +291,23 @@ pub(super) fn bmp_header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
 fn decode_error(container: &'static str, error: ImageError) -> DecodeError {
     let detail = match error {
         ImageError::Unsupported(unsupported) => {
-            // A format this build cannot read, or a feature of one (arithmetic-coded JPEG, an
-            // unusual TIFF compression or color type): either way not an image it can read,
-            // and nothing the uploader can fix by uploading the same file again.
-            return match unsupported.kind() {
-                UnsupportedErrorKind::Format(_) => DecodeError::NotAnImage,
-                _ => DecodeError::Unsupported {
-                    format: container,
-                    feature: unsupported.to_string(),
-                },
+            // A feature of the format the decoder does not read (a DDS pixel format, a TGA
+            // color type): nothing the uploader can fix by uploading the same file again. The
+            // container is known by now, so the refusal names it and what it uses.
+            let feature = match unsupported.kind() {
+                UnsupportedErrorKind::GenericFeature(feature) => feature,
+                UnsupportedErrorKind::Color(image::ExtendedColorType::Unknown(bits)) => {
+                    format!("{bits}-bit pixels of a layout the decoder does not know")
+                }
+                UnsupportedErrorKind::Color(color) => format!("{color:?} pixels"),
+                UnsupportedErrorKind::Format(_) => {
+                    format!("a {container} variant the decoder does not know")
+                }
+                _ => unsupported.to_string(),
+            };
+            return DecodeError::Unsupported {
+                format: container,
+                feature,
             };
         }
         ImageError::Decoding(decoding) => match std::error::Error::source(&decoding) {
@@ -953,7 +961,7 @@ mod tests {
             "{error:?}"
         );
         let message = error.to_string();
-        assert!(message.contains("HEIC/HEIF image"), "{message}");
+        assert!(message.contains("the HEIC/HEIF format"), "{message}");
         assert!(message.contains("does not support"), "{message}");
         assert!(message.contains(&crate::imaging::formats::accepted_formats()));
     }
