@@ -513,6 +513,21 @@ fn assemble(bytes: &[u8], layout: &Layout) -> Result<Raster, TiffProblem> {
     }
 
     let reader = SampleReader::new(layout);
+    // The common case: chunky unsigned samples at the raster's depth, every one of them a
+    // channel of the raster in order, nothing to convert.
+    let copies_rows = !layout.planar
+        && layout.kind == SampleKind::Unsigned
+        && layout.bits == layout.format.bit_depth()
+        && matches!(
+            layout.photometric,
+            Photometric::Rgb
+                | Photometric::Gray {
+                    white_is_zero: false
+                }
+        )
+        && layout.samples == channels
+        && layout.alpha != Some(Alpha::Premultiplied)
+        && (0..layout.samples).all(|s| layout.target(s) == Target::Channel(s));
     for plane in 0..planes {
         // Planes of extra samples nothing uses are never read (some writers leave them empty).
         if layout.planar && layout.target(plane) == Target::Skip {
@@ -573,6 +588,24 @@ fn assemble(bytes: &[u8], layout: &Layout) -> Result<Raster, TiffProblem> {
             let mut decoded = decoded;
             for row in decoded.chunks_exact_mut(row_bytes).take(rows) {
                 undo_predictor(row, layout, chunk_samples);
+            }
+            if copies_rows {
+                // Stored exactly as the raster keeps them: copy whole rows (16-bit samples in
+                // the file's byte order turned into native order).
+                let bytes_per_row = cols * channels * sample_bytes;
+                for (r, row) in decoded.chunks_exact(row_bytes).take(rows).enumerate() {
+                    let at = ((y0 + r) * width + x0) * channels * sample_bytes;
+                    let target = &mut pixels[at..at + bytes_per_row];
+                    let source = &row[..bytes_per_row];
+                    if sample_bytes == 1 || layout.big_endian == cfg!(target_endian = "big") {
+                        target.copy_from_slice(source);
+                    } else {
+                        for (to, from) in target.chunks_exact_mut(2).zip(source.chunks_exact(2)) {
+                            to.copy_from_slice(&[from[1], from[0]]);
+                        }
+                    }
+                }
+                continue;
             }
             for (r, row) in decoded.chunks_exact(row_bytes).take(rows).enumerate() {
                 let y = y0 + r;
