@@ -1,9 +1,11 @@
 //! Turning uploads into rasters and rasters into PNG.
 //!
-//! - [`decode`] reads an upload (PNG, JPEG, GIF, WebP, BMP or TIFF, recognised from its bytes
-//!   alone), refuses it before allocating pixel memory if it has more pixels than
-//!   [`DecodeLimits::max_pixels`], applies its EXIF orientation and keeps its pixel format
-//!   (float images become 16-bit).
+//! - [`formats`] is the one list of formats shmimage reads (PNG, JPEG, GIF, WebP, BMP, TIFF,
+//!   QOI, PNM, TGA, ICO, CUR, Radiance HDR, OpenEXR, farbfeld, DDS), recognised from their bytes
+//!   alone, and of the ones it recognises but does not read (HEIC, AVIF, ...).
+//! - [`decode`] reads an upload, refuses it before allocating pixel memory if it has more pixels
+//!   than [`DecodeLimits::max_pixels`], applies its orientation (Exif or XMP) and keeps its
+//!   pixel format (float images become 16-bit). A decoder that panics on a file refuses it.
 //! - [`encode_png`] writes a raster back out as a PNG of exactly its pixels, quickly enough for
 //!   a request path.
 //! - [`thumbnail_png`] writes a small 8-bit preview of a raster.
@@ -13,6 +15,7 @@
 
 mod decode;
 mod encode;
+pub mod formats;
 mod png_filter;
 mod png_writer;
 mod sniff;
@@ -61,7 +64,8 @@ pub struct DecodeLimits {
 pub struct Decoded {
     /// The pixels, upright (EXIF orientation applied), in the upload's own pixel format.
     pub raster: Raster,
-    /// The container format detected from the bytes: "PNG", "JPEG", "GIF", "WebP", "BMP", "TIFF".
+    /// The container format detected from the bytes, as [`formats::Container::name`] gives it:
+    /// "PNG", "JPEG", "TIFF", "Radiance HDR", ...
     pub format: &'static str,
 }
 
@@ -71,10 +75,34 @@ pub enum DecodeError {
     /// The upload has no bytes at all.
     #[error("the upload is empty: choose an image file")]
     Empty,
-    /// The bytes are not one of the formats shmimage reads, or use a feature of that format the
-    /// decoder does not support.
-    #[error("the file is not an image this server can read: PNG, JPEG, GIF, WebP, BMP or TIFF")]
+    /// The bytes are not one of the formats shmimage reads.
+    #[error(
+        "the file is not an image this server can read: {}",
+        formats::accepted_formats()
+    )]
     NotAnImage,
+    /// The bytes are an image in a format shmimage recognises but does not read (HEIC, AVIF, ...).
+    #[error(
+        "the file is in the {format} format, which this server does not support: convert it to \
+         one of {} and upload that",
+        formats::accepted_formats()
+    )]
+    UnreadableFormat {
+        /// The format's name, as [`formats::Unreadable::name`] gives it.
+        format: &'static str,
+    },
+    /// The file is in a format shmimage reads but uses a feature of it that the decoder does not
+    /// support (a compression scheme, a color model, a sample type).
+    #[error(
+        "the {format} image uses {feature}, which this server cannot read: save it in another \
+         form (PNG, for example) and upload that"
+    )]
+    Unsupported {
+        /// The container format, as in [`Decoded::format`].
+        format: &'static str,
+        /// What the file uses, for people: "LZMA compression", "CIE L*a*b* color", ...
+        feature: String,
+    },
     /// The bytes start like an image of `format` but could not be decoded.
     #[error(
         "the {format} image is corrupt or truncated ({detail}); check the file and upload it again"

@@ -6,34 +6,38 @@ use std::io::Cursor;
 use image::metadata::Orientation;
 use image::{ColorType, ImageDecoder, ImageReader};
 
-use super::DecodeLimits;
-use super::decode::{container_name, decoder_limits};
+use super::decode::{header_limits, image_format, unrecognised};
+use super::formats::Container;
+use super::{DecodeError, DecodeLimits};
 
-/// How many first bytes decide: as many as the decoder's own format detection reads.
-pub const SNIFF_LEN: usize = 16;
+/// How many first bytes decide: enough for every signature and header check in
+/// [`Container::detect`] (an ICO directory entry, a TGA header) and for the brands of a HEIF
+/// or AVIF file's first box, so that a decision on these bytes is the one the whole file gets.
+pub const SNIFF_LEN: usize = 64;
 
 /// What the first bytes of an upload say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Sniffed {
     /// They start a format this server reads (named as in [`super::Decoded::format`]).
     Image(&'static str),
-    /// They start no format this server reads: decoding would answer
-    /// [`super::DecodeError::NotAnImage`].
-    NotAnImage,
+    /// They start no format this server reads: decoding would refuse the upload with this
+    /// error ([`DecodeError::NotAnImage`], or [`DecodeError::UnreadableFormat`] naming it).
+    Refused(DecodeError),
     /// Too few bytes to tell yet.
     NeedMore,
 }
 
 /// Looks at the first bytes of an upload; `complete` says whether no more will come. Decides
-/// the way [`super::decode`] does, so an upload refused here would be refused there.
+/// the way [`super::decode`] does, so an upload refused here would be refused there, with the
+/// same message.
 pub fn sniff(first: &[u8], complete: bool) -> Sniffed {
     if first.is_empty() || (first.len() < SNIFF_LEN && !complete) {
         return Sniffed::NeedMore;
     }
     let head = &first[..first.len().min(SNIFF_LEN)];
-    match image::guess_format(head).ok().and_then(container_name) {
-        Some(container) => Sniffed::Image(container),
-        None => Sniffed::NotAnImage,
+    match Container::detect(head) {
+        Some(container) => Sniffed::Image(container.name()),
+        None => Sniffed::Refused(unrecognised(head)),
     }
 }
 
@@ -41,16 +45,21 @@ pub fn sniff(first: &[u8], complete: bool) -> Sniffed {
 /// pixels in the decoder's layout, and a second buffer where the decode needs one (float
 /// samples converted to 16 bits, an EXIF rotation by 90 degrees). Reads only the header.
 ///
-/// An upload the decoder will refuse before allocating (not an image, a header it cannot read,
-/// more pixels than `limits` allow) costs only its own bytes.
+/// An upload that is no image this server reads, or that claims more pixels than `limits`
+/// allow, costs only its own bytes: the decoder refuses it before allocating. An image whose
+/// header the `image` crate cannot read (some of the TIFF, BMP and GIF variants shmimage reads
+/// with its own code) is counted as the largest image `limits` allow, at 8 bytes a pixel plus a
+/// turned copy, so that such files never decode beside more than the budget holds.
 pub fn decode_footprint(bytes: &[u8], limits: &DecodeLimits) -> u64 {
     let upload = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    let Ok(mut reader) = ImageReader::new(Cursor::new(bytes)).with_guessed_format() else {
+    let Some(container) = Container::detect(bytes) else {
         return upload;
     };
-    reader.limits(decoder_limits(limits, bytes.len()));
+    let largest = limits.max_pixels.saturating_mul(8).saturating_mul(2);
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(container));
+    reader.limits(header_limits(limits, bytes.len()));
     let Ok(mut decoder) = reader.into_decoder() else {
-        return upload;
+        return upload.saturating_add(largest);
     };
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
@@ -80,39 +89,90 @@ pub fn decode_footprint(bytes: &[u8], limits: &DecodeLimits) -> u64 {
 mod tests {
     use super::*;
 
+    fn named(sniffed: Sniffed) -> Option<&'static str> {
+        match sniffed {
+            Sniffed::Image(name) => Some(name),
+            _ => None,
+        }
+    }
+
     #[test]
     fn the_first_bytes_tell_images_from_anything_else() {
+        let padded = |start: &[u8]| {
+            let mut bytes = start.to_vec();
+            bytes.resize(SNIFF_LEN, 0);
+            bytes
+        };
         assert_eq!(
-            sniff(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", false),
-            Sniffed::Image("PNG")
+            named(sniff(&padded(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), false)),
+            Some("PNG")
         );
         assert_eq!(
-            sniff(b"\xff\xd8\xff\xe0\0\x10JFIF\0\x01\x01\0\0\0", false),
-            Sniffed::Image("JPEG")
+            named(sniff(&padded(b"\xff\xd8\xff\xe0\0\x10JFIF\0"), false)),
+            Some("JPEG")
         );
         assert_eq!(
-            sniff(b"GIF89a\x01\0\x01\0\0\0\0;\0\0\0", false),
-            Sniffed::Image("GIF")
+            named(sniff(&padded(b"GIF89a\x01\0\x01\0"), false)),
+            Some("GIF")
         );
-        assert_eq!(sniff(b"BM", true), Sniffed::Image("BMP"));
+        assert_eq!(named(sniff(b"BM", true)), Some("BMP"));
         assert_eq!(
-            sniff(b"This is text, not a picture.", false),
-            Sniffed::NotAnImage
+            named(sniff(&padded(b"qoif\0\0\0\x01\0\0\0\x01\x03\0"), false)),
+            Some("QOI")
         );
-        assert_eq!(sniff(b"<!DOCTYPE html><html>", false), Sniffed::NotAnImage);
-        // Formats the image crate knows but this server does not read.
-        assert_eq!(
-            sniff(b"qoif\0\0\0\x01\0\0\0\x01\x03\0\0\0", false),
-            Sniffed::NotAnImage
-        );
+        let text = b"This is text, not a picture, and it goes on for more than sixty-four bytes.";
+        assert!(matches!(
+            sniff(text, false),
+            Sniffed::Refused(DecodeError::NotAnImage)
+        ));
+        let html = padded(b"<!DOCTYPE html><html>");
+        assert!(matches!(
+            sniff(&html, false),
+            Sniffed::Refused(DecodeError::NotAnImage)
+        ));
+        // A format this server recognises but does not read is named, as decoding names it.
+        let heic = padded(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic");
+        assert!(matches!(
+            sniff(&heic, false),
+            Sniffed::Refused(DecodeError::UnreadableFormat { .. })
+        ));
         // Too early to tell, unless nothing more comes.
-        assert_eq!(sniff(b"\x89PN", false), Sniffed::NeedMore);
-        assert_eq!(sniff(b"\x89PN", true), Sniffed::NotAnImage);
-        assert_eq!(
-            sniff(b"", true),
-            Sniffed::NeedMore,
+        assert!(matches!(sniff(b"\x89PN", false), Sniffed::NeedMore));
+        assert!(matches!(
+            sniff(b"\x89PN", true),
+            Sniffed::Refused(DecodeError::NotAnImage)
+        ));
+        assert!(
+            matches!(sniff(b"", true), Sniffed::NeedMore),
             "empty is for the decoder to say"
         );
+    }
+
+    #[test]
+    fn the_first_bytes_decide_as_the_whole_file_does() {
+        // Every file of the conformance corpus gets the same answer from its first bytes as
+        // from all of them.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/files");
+        let mut checked = 0;
+        let mut stack = vec![dir];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let bytes = std::fs::read(&path).unwrap();
+                let whole = Container::detect(&bytes).map(Container::name);
+                let first = named(sniff(
+                    &bytes[..bytes.len().min(SNIFF_LEN)],
+                    bytes.len() <= SNIFF_LEN,
+                ));
+                assert_eq!(first, whole, "{}", path.display());
+                checked += 1;
+            }
+        }
+        assert!(checked > 50, "only {checked} corpus files found");
     }
 
     #[test]

@@ -192,7 +192,9 @@ impl AppError {
             AppError::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Decode(error) => match error {
                 DecodeError::Empty => StatusCode::BAD_REQUEST,
-                DecodeError::NotAnImage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                DecodeError::NotAnImage
+                | DecodeError::UnreadableFormat { .. }
+                | DecodeError::Unsupported { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 DecodeError::Corrupt { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 DecodeError::TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 DecodeError::OutOfMemory { .. } => StatusCode::SERVICE_UNAVAILABLE,

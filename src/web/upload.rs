@@ -17,7 +17,7 @@ use super::budget::{self, MemoryBudget, Reservation};
 use super::error::Reply;
 use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
-use crate::imaging::{self, DecodeError, DecodeLimits, Sniffed};
+use crate::imaging::{self, DecodeLimits, Sniffed};
 use crate::raster::Raster;
 use crate::segment::ImageInfo;
 use axum::Json;
@@ -320,7 +320,7 @@ impl Received {
         if !self.recognised {
             match imaging::sniff(&self.bytes, false) {
                 Sniffed::Image(_) => self.recognised = true,
-                Sniffed::NotAnImage => return Err(DecodeError::NotAnImage.into()),
+                Sniffed::Refused(error) => return Err(error.into()),
                 Sniffed::NeedMore => {}
             }
         }

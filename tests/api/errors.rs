@@ -38,10 +38,23 @@ async fn a_file_that_is_not_an_image_is_refused_with_415() {
         .upload(b"just some text".to_vec(), "notes.txt", "text/plain")
         .await;
     let message = json_error(response, 415).await;
+    // The message lists every format the server reads.
     assert!(
-        message.contains("not an image this server can read: PNG, JPEG, GIF, WebP, BMP or TIFF"),
+        message.contains("not an image this server can read: PNG, JPEG, GIF, WebP, BMP, TIFF, "),
         "{message}"
     );
+    for format in [
+        "QOI",
+        "PNM",
+        "TGA",
+        "ICO",
+        "CUR",
+        "Radiance HDR",
+        "OpenEXR",
+        "DDS",
+    ] {
+        assert!(message.contains(format), "{format} missing from {message}");
+    }
 
     let response = a
         .upload_form(

@@ -1,53 +1,154 @@
 //! Decoding uploads into rasters.
 //!
-//! The container format is recognised from the bytes alone, never from a file name or a
-//! content type. The pixel count is checked against [`DecodeLimits::max_pixels`] as soon as the
-//! decoder has read the header, before any pixel memory is allocated; the decoder itself also
-//! runs under an allocation limit derived from `max_pixels`, so a header that lies about the
-//! image cannot make it allocate without bound.
+//! The container format is recognised from the bytes alone (see [`super::formats`]), never from a
+//! file name or a content type. The pixel count is checked against [`DecodeLimits::max_pixels`]
+//! as soon as the decoder has read the header, before any pixel memory is allocated. The
+//! decoders then run under an allocation limit made from the image's real size: its pixels in
+//! the decoder's layout, plus the upload itself, plus a small allowance for tables and metadata.
 //!
-//! The decoded image keeps its pixel format. The pixel buffer is allocated fallibly (an
+//! Every decoder is someone else's code reading untrusted bytes, so each runs inside a panic
+//! boundary: a decoder that panics on a file has failed to read it, and the upload is refused
+//! as corrupt (422), never answered with a 500.
+//!
+//! Most formats go through the `image` crate. Some are read here, where its decoders fall short:
+//! TIFF ([`tiff`]: planes, tiles, palettes, any bit depth, fax, premultiplied alpha), JPEG
+//! ([`jpeg`]: damaged picture data is refused, not filled with gray), BMP ([`bmp`]: OS/2 v2
+//! headers, run-length files that skip pixels), GIF ([`gif`]: files without a color table) and
+//! ICO/CUR ([`ico`]: PNG pictures in any pixel format).
+//! The orientation is applied for every format that can carry one ([`orientation`]).
+//!
+//! The decoded image keeps its pixel format. Pixel buffers are allocated fallibly (an
 //! allocation failure refuses the upload instead of aborting the process); 8-bit and 16-bit
-//! buffers move into the raster without a copy; float images (TIFF can hold them) become
-//! 16-bit.
+//! buffers move into the raster without a copy; float images (TIFF, Radiance HDR, OpenEXR) are
+//! clamped to 0..1 and become 16-bit, without tone mapping.
+
+mod bmp;
+mod gif;
+mod ico;
+mod jpeg;
+mod orientation;
+mod tiff;
 
 use std::io::{self, Cursor};
+use std::panic::{self, AssertUnwindSafe};
 
 use image::error::{LimitErrorKind, UnsupportedErrorKind};
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
 
+use super::formats::{Container, Unreadable};
 use super::{DecodeError, DecodeLimits, Decoded};
 use crate::raster::{PixelFormat, Raster, RasterError};
+
+#[cfg(test)]
+use jpeg::jpeg_is_cut_short;
 
 /// Bytes per pixel of the widest layout a decoder can hand back: RGBA with 32-bit float samples.
 const WIDEST_PIXEL_BYTES: u64 = 16;
 
 /// What a decoder may hold besides its output and the upload itself: Huffman and LZW tables,
 /// row buffers, palettes, ICC profiles and other metadata.
-const DECODER_WORKING_BYTES: u64 = 64 * 1024 * 1024;
+const DECODER_WORKING_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The PNG file signature; the IHDR chunk must follow it directly.
+#[cfg(test)]
 const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 
-/// Detects the format from the bytes, checks the limits, decodes, applies EXIF orientation and
+/// Detects the format from the bytes, checks the limits, decodes, applies the orientation and
 /// keeps the pixel format (float images become 16-bit).
 ///
-/// GIF animations yield their first frame.
+/// Animations (GIF, WebP, APNG) yield their first frame; multi-page TIFFs their first page; ICO
+/// and CUR files their largest picture.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
-    // Reading from memory cannot fail, so an error here means the reader saw no image.
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|_| DecodeError::NotAnImage)?;
-    let container = reader
-        .format()
-        .and_then(container_name)
-        .ok_or(DecodeError::NotAnImage)?;
-    reader.limits(decoder_limits(limits, bytes.len()));
+    let Some(container) = Container::detect(bytes) else {
+        return Err(unrecognised(bytes));
+    };
+    let format = container.name();
+    let raster = guarded(format, || decode_container(container, bytes, limits))?;
+    Ok(Decoded { raster, format })
+}
 
+/// Why bytes that start no format shmimage reads are refused: a format it recognises but does
+/// not read is named, anything else is not an image.
+pub(super) fn unrecognised(bytes: &[u8]) -> DecodeError {
+    match Unreadable::detect(bytes) {
+        Some(format) => DecodeError::UnreadableFormat {
+            format: format.name(),
+        },
+        None => DecodeError::NotAnImage,
+    }
+}
+
+/// Runs `decode` inside a panic boundary: a panic means the decoder could not read the file,
+/// and becomes a refusal of it as corrupt. Nothing a decoder touches is shared with the rest of
+/// the server (the upload's bytes are only read), so carrying on after one is sound.
+fn guarded(
+    format: &'static str,
+    decode: impl FnOnce() -> Result<Raster, DecodeError>,
+) -> Result<Raster, DecodeError> {
+    panic::catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::warn!(format, reason, "the decoder panicked on an upload");
+        Err(DecodeError::Corrupt {
+            format,
+            detail: "the decoder stopped on an internal error reading it".to_owned(),
+        })
+    })
+}
+
+/// Decodes a file whose container is known.
+fn decode_container(
+    container: Container,
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<Raster, DecodeError> {
+    match container {
+        Container::Tiff => tiff::decode(bytes, limits),
+        Container::Jpeg => jpeg::decode(bytes, limits),
+        Container::Bmp => bmp::decode(bytes, limits),
+        Container::Gif => gif::decode(bytes, limits),
+        Container::Ico | Container::Cur => ico::decode(bytes, container, limits),
+        other => with_image_crate(bytes, other, limits),
+    }
+}
+
+/// The `image` crate's name for a container it decodes.
+pub(super) fn image_format(container: Container) -> ImageFormat {
+    match container {
+        Container::Png => ImageFormat::Png,
+        Container::Jpeg => ImageFormat::Jpeg,
+        Container::Gif => ImageFormat::Gif,
+        Container::WebP => ImageFormat::WebP,
+        Container::Bmp => ImageFormat::Bmp,
+        Container::Tiff => ImageFormat::Tiff,
+        Container::Qoi => ImageFormat::Qoi,
+        Container::Pnm => ImageFormat::Pnm,
+        Container::Tga => ImageFormat::Tga,
+        // The ICO decoder reads CUR files too: they differ only in the type field.
+        Container::Ico | Container::Cur => ImageFormat::Ico,
+        Container::Hdr => ImageFormat::Hdr,
+        Container::OpenExr => ImageFormat::OpenExr,
+        Container::Farbfeld => ImageFormat::Farbfeld,
+        Container::Dds => ImageFormat::Dds,
+    }
+}
+
+/// Decodes `bytes` as `container` with the `image` crate: limits, orientation, raster.
+fn with_image_crate(
+    bytes: &[u8],
+    container: Container,
+    limits: &DecodeLimits,
+) -> Result<Raster, DecodeError> {
+    let format = container.name();
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(container));
+    reader.limits(header_limits(limits, bytes.len()));
     let mut decoder = match reader.into_decoder() {
         Ok(decoder) => decoder,
         Err(error) => {
@@ -56,14 +157,14 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeErro
             // Its IHDR still says how big the image claims to be, and that is the better answer.
             // So does the BMP decoder for a side over 65535 pixels.
             let claimed = match container {
-                "PNG" => png_header_dimensions(bytes),
-                "BMP" => bmp_header_dimensions(bytes),
+                Container::Png => png_header_dimensions(bytes),
+                Container::Bmp => bmp_header_dimensions(bytes),
                 _ => None,
             };
             if let Some((width, height)) = claimed {
                 check_pixel_count(width, height, limits)?;
             }
-            return Err(decode_error(container, error));
+            return Err(decode_error(format, error));
         }
     };
 
@@ -71,34 +172,34 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeErro
     check_pixel_count(width, height, limits)?;
     if width == 0 || height == 0 {
         return Err(DecodeError::Corrupt {
-            format: container,
+            format,
             detail: format!("it claims to be {width}x{height} pixels"),
         });
     }
+    // Now that the real size is known, the decoder may allocate for that image and no more.
+    decoder
+        .set_limits(image_limits(decoder.total_bytes(), bytes.len()))
+        .map_err(|error| decode_error(format, error))?;
 
-    // The JPEG decoder fills in whatever is missing from a cut-off scan instead of failing, so
-    // a JPEG that stops before its end-of-image marker is refused here.
-    if container == "JPEG" && jpeg_is_cut_short(bytes) {
-        return Err(DecodeError::Corrupt {
-            format: container,
-            detail: "the data ends before the end-of-image marker".to_owned(),
-        });
-    }
-
-    // A broken EXIF block must not cost the user the picture: show it as stored instead. If the
-    // file is damaged beyond the metadata, decoding the pixels reports that below.
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut image = image_from_decoder(container, decoder)?;
+    let orientation = orientation_of(&mut decoder);
+    let mut image = image_from_decoder(format, decoder)?;
     image.apply_orientation(orientation);
 
-    let raster = raster_from_image(image).map_err(|error| DecodeError::Corrupt {
-        format: container,
+    raster_from_image(image).map_err(|error| DecodeError::Corrupt {
+        format,
         detail: error.to_string(),
-    })?;
-    Ok(Decoded {
-        raster,
-        format: container,
     })
+}
+
+/// A zeroed buffer of `len` samples, allocated fallibly: when the memory cannot be had, the
+/// upload is refused with [`DecodeError::OutOfMemory`] instead of the process aborting. Every
+/// buffer that grows with the image's size is made here.
+pub(super) fn zeroed<T: bytemuck::Zeroable>(len: u64) -> Result<Vec<T>, DecodeError> {
+    let bytes = len.saturating_mul(std::mem::size_of::<T>() as u64);
+    usize::try_from(len)
+        .ok()
+        .and_then(|len| bytemuck::allocation::try_zeroed_vec(len).ok())
+        .ok_or(DecodeError::OutOfMemory { bytes })
 }
 
 /// Decodes the pixels into a buffer of the decoder's own sample type, allocated fallibly:
@@ -110,13 +211,6 @@ fn image_from_decoder(
 ) -> Result<DynamicImage, DecodeError> {
     use image::{ColorType, ImageBuffer};
 
-    /// A zeroed buffer of `bytes / size_of::<T>()` samples, or the error saying how much failed.
-    fn buffer<T: bytemuck::Zeroable>(bytes: u64) -> Result<Vec<T>, DecodeError> {
-        usize::try_from(bytes / std::mem::size_of::<T>() as u64)
-            .ok()
-            .and_then(|len| bytemuck::allocation::try_zeroed_vec(len).ok())
-            .ok_or(DecodeError::OutOfMemory { bytes })
-    }
     let (width, height) = decoder.dimensions();
     let bytes = decoder.total_bytes();
     let corrupt = |error| decode_error(container, error);
@@ -126,7 +220,7 @@ fn image_from_decoder(
     };
     macro_rules! decode_into {
         ($sample:ty, $variant:ident) => {{
-            let mut samples = buffer::<$sample>(bytes)?;
+            let mut samples = zeroed::<$sample>(bytes / std::mem::size_of::<$sample>() as u64)?;
             decoder
                 .read_image(bytemuck::cast_slice_mut(&mut samples))
                 .map_err(corrupt)?;
@@ -151,27 +245,31 @@ fn image_from_decoder(
     })
 }
 
-/// The name shmimage reports for a container it reads, or `None` for every other format.
-pub(super) fn container_name(format: ImageFormat) -> Option<&'static str> {
-    match format {
-        ImageFormat::Png => Some("PNG"),
-        ImageFormat::Jpeg => Some("JPEG"),
-        ImageFormat::Gif => Some("GIF"),
-        ImageFormat::WebP => Some("WebP"),
-        ImageFormat::Bmp => Some("BMP"),
-        ImageFormat::Tiff => Some("TIFF"),
-        _ => None,
+/// The orientation a decoder's metadata gives: Exif first (with or without the `Exif\0\0`
+/// prefix), then XMP. A broken metadata block must not cost the user the picture: it counts as
+/// no orientation at all.
+fn orientation_of(decoder: &mut impl ImageDecoder) -> Orientation {
+    if let Ok(Some(exif)) = decoder.exif_metadata()
+        && let Some(orientation) = orientation::from_exif(&exif)
+    {
+        return orientation;
     }
+    if let Ok(Some(xmp)) = decoder.xmp_metadata()
+        && let Some(orientation) = orientation::from_xmp(&xmp)
+    {
+        return orientation;
+    }
+    Orientation::NoTransforms
 }
 
-/// The allocation limit handed to the decoder: room for the largest image `limits` allows in
-/// the widest layout a decoder produces (RGBA 32-bit float, 16 bytes a pixel), plus the size of
-/// the upload (a decoder may buffer compressed chunks, never more than the file holds), plus a
-/// fixed allowance for tables and metadata.
+/// The allocation limit while a decoder reads the header, before the image's size is known:
+/// room for the largest image `limits` allows in the widest layout a decoder produces (RGBA
+/// 32-bit float, 16 bytes a pixel), plus the size of the upload (a decoder may buffer compressed
+/// chunks, never more than the file holds), plus a fixed allowance for tables and metadata.
 ///
-/// The pixel count is checked exactly against `max_pixels` before decoding starts; this limit is
-/// the second line, for headers that lie about the image or chunks that claim absurd sizes.
-pub(super) fn decoder_limits(limits: &DecodeLimits, upload_len: usize) -> Limits {
+/// The pixel count is checked exactly against `max_pixels` as soon as the header is read, and
+/// the limit is then lowered to [`image_limits`].
+pub(super) fn header_limits(limits: &DecodeLimits, upload_len: usize) -> Limits {
     let upload_len = u64::try_from(upload_len).unwrap_or(u64::MAX);
     let mut decoder_limits = Limits::default();
     decoder_limits.max_image_width = None;
@@ -186,8 +284,27 @@ pub(super) fn decoder_limits(limits: &DecodeLimits, upload_len: usize) -> Limits
     decoder_limits
 }
 
+/// The allocation limit once the image's size is known: its pixels in the decoder's own layout
+/// (`image_bytes`), plus the upload, plus the fixed allowance.
+fn image_limits(image_bytes: u64, upload_len: usize) -> Limits {
+    let upload_len = u64::try_from(upload_len).unwrap_or(u64::MAX);
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_image_width = None;
+    decoder_limits.max_image_height = None;
+    decoder_limits.max_alloc = Some(
+        image_bytes
+            .saturating_add(upload_len)
+            .saturating_add(DECODER_WORKING_BYTES),
+    );
+    decoder_limits
+}
+
 /// Refuses an image of `width` x `height` if it has more pixels than `limits` allow.
-fn check_pixel_count(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
+pub(super) fn check_pixel_count(
+    width: u32,
+    height: u32,
+    limits: &DecodeLimits,
+) -> Result<(), DecodeError> {
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
         return Err(DecodeError::TooManyPixels {
@@ -202,8 +319,8 @@ fn check_pixel_count(width: u32, height: u32, limits: &DecodeLimits) -> Result<(
 
 /// The width and height a PNG's IHDR chunk claims, read straight from the bytes; `None` if the
 /// file does not start with a signature and a whole IHDR header.
-fn png_header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
-    let chunks = bytes.strip_prefix(PNG_SIGNATURE)?;
+pub(super) fn png_header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let chunks = bytes.strip_prefix(b"\x89PNG\r\n\x1a\n")?;
     let (length, rest) = chunks.split_first_chunk::<4>()?;
     let (chunk_type, rest) = rest.split_first_chunk::<4>()?;
     if u32::from_be_bytes(*length) != 13 || chunk_type != b"IHDR" {
@@ -216,7 +333,7 @@ fn png_header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
 
 /// The width and height a BMP's info header claims (a negative height means top-down rows);
 /// `None` if the file is too short or has only the old 12-byte core header.
-fn bmp_header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+pub(super) fn bmp_header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
     let field = |at: usize| -> Option<i32> {
         Some(i32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
     };
@@ -224,59 +341,6 @@ fn bmp_header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
         return None;
     }
     Some((field(18)?.unsigned_abs(), field(22)?.unsigned_abs()))
-}
-
-/// Whether a JPEG stops before its end-of-image (EOI) marker.
-///
-/// Walks the marker segments from SOI to the first start-of-scan (SOS), skipping each by its
-/// length, so an EOI inside metadata (the end of an Exif thumbnail) does not count; then looks
-/// for EOI anywhere after it. Entropy-coded data cannot contain the EOI byte pair (0xFF is always
-/// followed by 0x00 or a restart marker there), and tables between progressive scans do not
-/// either in practice. A file whose structure this walk does not recognise is left to the
-/// decoder: only a definite shortfall counts.
-fn jpeg_is_cut_short(bytes: &[u8]) -> bool {
-    const SOI: u8 = 0xD8;
-    const EOI: u8 = 0xD9;
-    const SOS: u8 = 0xDA;
-    const TEM: u8 = 0x01;
-    const RESTART: std::ops::RangeInclusive<u8> = 0xD0..=0xD7;
-
-    if bytes.get(..2) != Some(&[0xFF, SOI][..]) {
-        return false;
-    }
-    let mut position = 2;
-    let scan_start = loop {
-        // Any number of 0xFF fill bytes may precede a marker.
-        match bytes.get(position) {
-            Some(0xFF) => {}
-            Some(_) => return false,
-            None => return true,
-        }
-        while bytes.get(position + 1) == Some(&0xFF) {
-            position += 1;
-        }
-        let Some(&marker) = bytes.get(position + 1) else {
-            return true;
-        };
-        if marker == SOS {
-            break position;
-        }
-        if marker == EOI {
-            // An image without a scan: not cut short, but the decoder will have its say.
-            return false;
-        }
-        if marker == TEM || RESTART.contains(&marker) {
-            position += 2;
-            continue;
-        }
-        let Some(length) = bytes.get(position + 2..position + 4) else {
-            return true;
-        };
-        position += 2 + usize::from(u16::from_be_bytes([length[0], length[1]]));
-    };
-    !bytes[scan_start..]
-        .windows(2)
-        .any(|pair| pair == [0xFF, EOI])
 }
 
 /// Maps what the `image` crate reports to what shmimage tells the uploader.
@@ -287,14 +351,24 @@ fn jpeg_is_cut_short(bytes: &[u8]) -> bool {
 fn decode_error(container: &'static str, error: ImageError) -> DecodeError {
     let detail = match error {
         ImageError::Unsupported(unsupported) => {
-            // A format this build cannot read, or a feature of one (arithmetic-coded JPEG, an
-            // unusual TIFF compression or color type): either way not an image it can read,
-            // and nothing the uploader can fix by uploading the same file again.
-            match unsupported.kind() {
-                UnsupportedErrorKind::Format(_) => {}
-                _ => tracing::debug!(container, %unsupported, "upload uses an unsupported feature"),
-            }
-            return DecodeError::NotAnImage;
+            // A feature of the format the decoder does not read (a DDS pixel format, a TGA
+            // color type): nothing the uploader can fix by uploading the same file again. The
+            // container is known by now, so the refusal names it and what it uses.
+            let feature = match unsupported.kind() {
+                UnsupportedErrorKind::GenericFeature(feature) => feature,
+                UnsupportedErrorKind::Color(image::ExtendedColorType::Unknown(bits)) => {
+                    format!("{bits}-bit pixels of a layout the decoder does not know")
+                }
+                UnsupportedErrorKind::Color(color) => format!("{color:?} pixels"),
+                UnsupportedErrorKind::Format(_) => {
+                    format!("a {container} variant the decoder does not know")
+                }
+                _ => unsupported.to_string(),
+            };
+            return DecodeError::Unsupported {
+                format: container,
+                feature,
+            };
         }
         ImageError::Decoding(decoding) => match std::error::Error::source(&decoding) {
             // The source is the decoder's own words, without the crate's "Format error" prefix.
@@ -902,15 +976,57 @@ mod tests {
     }
 
     #[test]
-    fn formats_this_server_does_not_read_are_not_images() {
-        // Recognised by the image crate (QOI, Farbfeld, PNM) but not enabled here.
-        for file in [
-            b"qoif\x00\x00\x00\x01\x00\x00\x00\x01\x03\x00".as_slice(),
-            b"farbfeld\x00\x00\x00\x01\x00\x00\x00\x01".as_slice(),
-            b"P6\n1 1\n255\n\x00\x00\x00".as_slice(),
+    fn headers_without_pixels_of_the_newer_formats_are_corrupt_never_a_panic() {
+        // QOI, farbfeld and PNM headers that promise a pixel and then stop.
+        for (file, container) in [
+            (
+                b"qoif\x00\x00\x00\x01\x00\x00\x00\x01\x03\x00".as_slice(),
+                "QOI",
+            ),
+            (
+                b"farbfeld\x00\x00\x00\x01\x00\x00\x00\x01".as_slice(),
+                "farbfeld",
+            ),
+            (b"P6\n1 1\n255\n".as_slice(), "PNM"),
         ] {
-            assert!(matches!(decode(file, &ROOMY), Err(DecodeError::NotAnImage)));
+            match decode(file, &ROOMY) {
+                Err(DecodeError::Corrupt { format, .. }) => assert_eq!(format, container),
+                other => panic!("{container}: {other:?}"),
+            }
         }
+    }
+
+    #[test]
+    fn a_decoder_that_panics_refuses_the_file_as_corrupt() {
+        let outcome = guarded("TIFF", || {
+            panic!("assertion failed: buf.len() >= row_stride")
+        });
+        match outcome {
+            Err(DecodeError::Corrupt { format, detail }) => {
+                assert_eq!(format, "TIFF");
+                assert!(detail.contains("internal error"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn heic_is_named_in_its_refusal() {
+        let heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic";
+        let error = decode(heic, &ROOMY).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                DecodeError::UnreadableFormat {
+                    format: "HEIC/HEIF"
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("the HEIC/HEIF format"), "{message}");
+        assert!(message.contains("does not support"), "{message}");
+        assert!(message.contains(&crate::imaging::formats::accepted_formats()));
     }
 
     /// Cuts `file` at every length from 1 to its full length: no cut may panic, every cut before
