@@ -232,6 +232,17 @@ pub(crate) async fn events(
     headers: HeaderMap,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let feed = state.live_feed();
+    // The watcher publishes each new image a moment after it lands; a page that connects in
+    // that moment (right after its own upload, say) must still start from the image there is.
+    let segment = state.segment();
+    if feed.latest().map(|snapshot| snapshot.seq) != Some(segment.seq()) {
+        match Snapshot::read(segment) {
+            Ok(snapshot) => {
+                feed.publish(snapshot);
+            }
+            Err(error) => tracing::debug!("cannot read the segment's state for a page: {error}"),
+        }
+    }
     let mut latest = feed.latest.subscribe();
     let current = latest.borrow_and_update().clone();
     let resumed_from = headers
