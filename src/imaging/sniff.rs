@@ -6,7 +6,9 @@ use std::io::Cursor;
 use image::metadata::Orientation;
 use image::{ColorType, ImageDecoder, ImageReader};
 
-use super::decode::{header_limits, image_format, unrecognised};
+use super::decode::{
+    bmp_header_dimensions, header_limits, image_format, png_header_dimensions, unrecognised,
+};
 use super::formats::Container;
 use super::{DecodeError, DecodeLimits};
 
@@ -46,20 +48,27 @@ pub fn sniff(first: &[u8], complete: bool) -> Sniffed {
 /// samples converted to 16 bits, an EXIF rotation by 90 degrees). Reads only the header.
 ///
 /// An upload that is no image this server reads, or that claims more pixels than `limits`
-/// allow, costs only its own bytes: the decoder refuses it before allocating. An image whose
-/// header the `image` crate cannot read (some of the TIFF, BMP and GIF variants shmimage reads
-/// with its own code) is counted as the largest image `limits` allow, at 8 bytes a pixel plus a
-/// turned copy, so that such files never decode beside more than the budget holds.
+/// allow, costs only its own bytes: the decoder refuses it before allocating. For a file whose
+/// header the `image` crate cannot read (TIFF, BMP and GIF variants that shmimage reads with
+/// its own code) the size its header claims counts in the widest layout, 16-bit RGBA, plus a
+/// turned copy; a file whose size cannot be read at all counts as the largest image `limits`
+/// allow.
 pub fn decode_footprint(bytes: &[u8], limits: &DecodeLimits) -> u64 {
     let upload = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     let Some(container) = Container::detect(bytes) else {
         return upload;
     };
-    let largest = limits.max_pixels.saturating_mul(8).saturating_mul(2);
     let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(container));
     reader.limits(header_limits(limits, bytes.len()));
     let Ok(mut decoder) = reader.into_decoder() else {
-        return upload.saturating_add(largest);
+        let pixels = match claimed_dimensions(container, bytes) {
+            Some((width, height)) => u64::from(width) * u64::from(height),
+            None => return upload.saturating_add(limits.max_pixels.saturating_mul(8)),
+        };
+        if pixels > limits.max_pixels {
+            return upload;
+        }
+        return upload.saturating_add(pixels.saturating_mul(8 * 2));
     };
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
@@ -83,6 +92,26 @@ pub fn decode_footprint(bytes: &[u8], limits: &DecodeLimits) -> u64 {
     upload
         .saturating_add(decoded)
         .saturating_add(converted.max(rotated))
+}
+
+/// The width and height a file's header claims, read without the `image` crate, for the files
+/// only shmimage's own readers understand; `None` where the header says nothing readable.
+fn claimed_dimensions(container: Container, bytes: &[u8]) -> Option<(u32, u32)> {
+    match container {
+        Container::Tiff => tiff::decoder::Decoder::new(Cursor::new(bytes))
+            .ok()?
+            .dimensions()
+            .ok(),
+        Container::Bmp => bmp_header_dimensions(bytes),
+        Container::Png => png_header_dimensions(bytes),
+        Container::Gif => {
+            // The logical screen descriptor follows the 6-byte signature.
+            let screen = bytes.get(6..10)?;
+            let side = |at: usize| u32::from(u16::from_le_bytes([screen[at], screen[at + 1]]));
+            Some((side(0), side(2)))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -191,5 +220,16 @@ mod tests {
         let tight = DecodeLimits { max_pixels: 100 };
         assert_eq!(decode_footprint(&png, &tight), png.len() as u64);
         assert_eq!(decode_footprint(b"not an image", &roomy), 12);
+        // A palette TIFF, which only shmimage's own reader decodes, counts by the size its
+        // header claims, not as the largest image allowed.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/files");
+        let palette = std::fs::read(dir.join("tiff/palette8.tif")).unwrap();
+        let footprint = decode_footprint(
+            &palette,
+            &DecodeLimits {
+                max_pixels: 100_000_000,
+            },
+        );
+        assert!(footprint < 16 * 1024 * 1024, "{footprint} bytes");
     }
 }
