@@ -8,14 +8,23 @@
 //! - [`imaging`]: decoding uploads into rasters and encoding rasters as PNG.
 //! - [`web`]: the HTTP server: routes, page templates, errors. [`app`] builds the router and
 //!   [`run`] serves it until a shutdown future completes.
-//! - [`config`]: command-line and environment configuration.
+//! - [`json`]: the segment's state as JSON, one shape for the HTTP API and the commands.
+//! - [`config`]: command-line and environment configuration: the server's flags, and the
+//!   commands.
 //! - [`server`]: one server's life: bind, attach, announce, serve, detach.
+//! - [`commands`]: the segment without a server: `shmimage put`, `get`, `info` and `watch`.
+//!
+//! The byte layout and protocol of a segment, for readers in other languages, are specified in
+//! `docs/PROTOCOL.md`.
 
+pub mod commands;
 pub mod config;
 pub mod imaging;
+pub mod json;
 pub mod raster;
 pub mod segment;
 pub mod server;
+mod timestamp;
 pub mod web;
 
 pub use web::{AppState, app, run};

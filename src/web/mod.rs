@@ -20,13 +20,13 @@ pub mod guard;
 pub mod image;
 pub mod live;
 pub mod page;
-mod timestamp;
 pub mod timing;
 pub mod upload;
 
 pub use error::AppError;
 
 use crate::segment::Segment;
+use crate::timestamp;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
