@@ -1,5 +1,7 @@
 //! `shmimage watch`: one JSON line (what `GET /api/segment` answers) per new image, until
-//! SIGINT, SIGTERM or SIGHUP, until `--count` images, or until whoever reads the output stops.
+//! SIGINT or SIGTERM, until `--count` images, or until whoever reads the output stops.
+//! (SIGHUP keeps its default, so `nohup` works; a watch killed that way leaves the segment to
+//! the kernel's lock bookkeeping, like any killed process.)
 //!
 //! Between images it sleeps on the segment's futex ([`Segment::wait_for_change`]), which every
 //! writer wakes: no polling. The sleep is cut into [`SIGNAL_CHECK`] pieces only so that a signal
@@ -11,7 +13,7 @@ use super::{Failure, Outcome, attach_to_read, detach, print_line};
 use crate::config::WatchArgs;
 use crate::json::SegmentJson;
 use crate::segment::Segment;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,10 +32,10 @@ pub fn run(args: &WatchArgs) -> Outcome {
     watched
 }
 
-/// Sets the returned flag on SIGINT, SIGTERM or SIGHUP; a second one exits at once (status 1).
+/// Sets the returned flag on SIGINT or SIGTERM; a second one exits at once (status 1).
 fn stop_on_signals() -> Result<Arc<AtomicBool>, Failure> {
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
+    for signal in [SIGINT, SIGTERM] {
         // The shutdown must be registered first: it exits only if the flag is already set.
         signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
             .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
