@@ -298,6 +298,30 @@ mod tests {
     }
 
     #[test]
+    fn no_command_is_a_server_with_the_server_s_flags() {
+        let cli = Cli::try_parse_from(["shmimage", "--port", "9", "--segment", "demo"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.server.port, 9);
+        assert_eq!(cli.server.segment.as_str(), "demo");
+    }
+
+    #[test]
+    fn commands_take_their_own_flags_and_not_the_server_s() {
+        let cli = Cli::try_parse_from(["shmimage", "put", "-", "--max-pixels", "5"]).unwrap();
+        let Some(Command::Put(put)) = cli.command else {
+            panic!("a put command");
+        };
+        assert_eq!(put.file.as_os_str(), "-");
+        assert_eq!(put.max_pixels, 5);
+        assert_eq!(put.max_upload_bytes, DEFAULT_MAX_UPLOAD_BYTES);
+        assert_eq!(put.segment.segment.as_str(), "shmimage");
+        assert!(Cli::try_parse_from(["shmimage", "get", "x.png", "--port", "1"]).is_err());
+        assert!(Cli::try_parse_from(["shmimage", "--port", "1", "info"]).is_err());
+        assert!(Cli::try_parse_from(["shmimage", "watch", "--count", "0"]).is_err());
+        assert!(Cli::try_parse_from(["shmimage", "put"]).is_err(), "put needs a file");
+    }
+
+    #[test]
     fn zero_limits_are_refused() {
         assert!(Config::try_parse_from(["shmimage", "--max-pixels", "0"]).is_err());
         assert!(Config::try_parse_from(["shmimage", "--max-upload-bytes", "0"]).is_err());
