@@ -20,7 +20,7 @@ pub struct SegmentJson {
     pub seq: u64,
     /// The stored image, or `null`.
     pub image: Option<ImageJson>,
-    /// The servers attached now.
+    /// The processes attached now: servers, and commands such as `shmimage watch`.
     pub attached: Vec<AttachmentJson>,
     /// How many times a server found the segment's lock held by a process that had died, and
     /// recovered it (discarding that process's unfinished write).
