@@ -318,7 +318,10 @@ mod tests {
         assert!(Cli::try_parse_from(["shmimage", "get", "x.png", "--port", "1"]).is_err());
         assert!(Cli::try_parse_from(["shmimage", "--port", "1", "info"]).is_err());
         assert!(Cli::try_parse_from(["shmimage", "watch", "--count", "0"]).is_err());
-        assert!(Cli::try_parse_from(["shmimage", "put"]).is_err(), "put needs a file");
+        assert!(
+            Cli::try_parse_from(["shmimage", "put"]).is_err(),
+            "put needs a file"
+        );
     }
 
     #[test]
