@@ -1,4 +1,5 @@
-//! Command-line and environment configuration of a shmimage server.
+//! Command-line and environment configuration: a shmimage server ([`Config`], what runs when no
+//! command is given), and the commands that use a segment without a server ([`Command`]).
 //!
 //! Every option can also come from an environment variable (`--port` from `SHMIMAGE_PORT`, ...);
 //! a flag on the command line wins over the variable.
@@ -8,9 +9,158 @@ use crate::web::Limits;
 use crate::web::budget;
 use crate::web::guard::AllowedHosts;
 use crate::web::serve::ConnectionLimits;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The most pixels (width x height) an image may have, unless `--max-pixels` says otherwise.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+/// The largest upload, in bytes, unless `--max-upload-bytes` says otherwise (256 MiB).
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
+
+/// The whole command line: a command, or none to start a server.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "shmimage",
+    version,
+    about = "Share one image between local web servers through a named shared-memory segment",
+    long_about = "Share one image between local web servers through a named shared-memory \
+                  segment.\n\nWith no command, shmimage starts a server. The commands use the \
+                  segment directly, without a server: they attach to it, do their one job and \
+                  detach, and every server attached to the same segment sees what they write.",
+    args_conflicts_with_subcommands = true,
+    subcommand_value_name = "COMMAND"
+)]
+pub struct Cli {
+    /// What to do instead of starting a server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The server's settings, when no command is given.
+    #[command(
+        flatten,
+        next_help_heading = "Server options (when no command is given)"
+    )]
+    pub server: Config,
+}
+
+/// The commands that use a segment without a server.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Decode an image file and write it into the segment, as POST /image does
+    #[command(
+        long_about = "Decode an image file and write it into the segment, with the same rules, \
+                      limits and messages as POST /image. Prints one line: the image's size, \
+                      pixel format and sequence number. A file that is not an image, too large \
+                      or corrupt leaves the segment unchanged."
+    )]
+    Put(PutArgs),
+    /// Write the segment's image as PNG, the same file GET /image.png serves
+    Get(GetArgs),
+    /// Print the segment's state as JSON, what GET /api/segment answers
+    Info(InfoArgs),
+    /// Print one JSON line for each new image in the segment, until interrupted
+    #[command(
+        long_about = "Print one JSON line for each new image in the segment (what GET \
+                      /api/segment answers at that moment), until interrupted with Ctrl-C or \
+                      SIGTERM, or until whoever reads the output stops reading. It sleeps until \
+                      a writer in any process wakes it: nothing polls. Images written faster \
+                      than it prints them are reported once, as the newest."
+    )]
+    Watch(WatchArgs),
+}
+
+/// Which segment a command uses.
+#[derive(Debug, Clone, Args)]
+pub struct SegmentArg {
+    /// Name of the shared-memory segment, as the servers' --segment: 1 to 12 letters, digits,
+    /// '_' or '-'.
+    #[arg(
+        long,
+        env = "SHMIMAGE_SEGMENT",
+        value_name = "NAME",
+        default_value = "shmimage"
+    )]
+    pub segment: SegmentName,
+}
+
+/// `shmimage put`.
+#[derive(Debug, Clone, Args)]
+pub struct PutArgs {
+    /// The image to load, in any format the servers read, recognised from its bytes. '-' reads
+    /// standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub segment: SegmentArg,
+
+    /// The most pixels (width x height) the image may have, as the servers' --max-pixels.
+    #[arg(
+        long,
+        env = "SHMIMAGE_MAX_PIXELS",
+        value_name = "PIXELS",
+        default_value_t = DEFAULT_MAX_PIXELS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_pixels: u64,
+
+    /// The largest file, in bytes, that put reads, as the servers' --max-upload-bytes.
+    #[arg(
+        long,
+        env = "SHMIMAGE_MAX_UPLOAD_BYTES",
+        value_name = "BYTES",
+        default_value_t = DEFAULT_MAX_UPLOAD_BYTES,
+        value_parser = parse_upload_limit
+    )]
+    pub max_upload_bytes: usize,
+}
+
+/// `shmimage get`.
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// Where to write the PNG; '-' writes it to standard output. An existing file is replaced
+    /// whole, and only once the new one is complete.
+    #[arg(value_name = "OUT.png")]
+    pub out: PathBuf,
+
+    #[command(flatten)]
+    pub segment: SegmentArg,
+}
+
+/// `shmimage info`.
+#[derive(Debug, Clone, Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub segment: SegmentArg,
+}
+
+/// `shmimage watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub segment: SegmentArg,
+
+    /// The sequence number of the image you already have (from put, info or an earlier line):
+    /// if the segment holds another image, it is printed at once. Without it, only images
+    /// written after watch starts are printed.
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
+
+    /// Exit (with status 0) after this many images.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Give up (exit status 1) when no new image comes for this many seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..=31_536_000)
+    )]
+    pub timeout: Option<u64>,
+}
 
 /// How a shmimage server starts: where it listens, which segment it shares, and its limits.
 #[derive(Debug, Clone, Parser)]
@@ -49,7 +199,7 @@ pub struct Config {
         long,
         env = "SHMIMAGE_MAX_PIXELS",
         value_name = "PIXELS",
-        default_value_t = 100_000_000,
+        default_value_t = DEFAULT_MAX_PIXELS,
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub max_pixels: u64,
@@ -59,7 +209,7 @@ pub struct Config {
         long,
         env = "SHMIMAGE_MAX_UPLOAD_BYTES",
         value_name = "BYTES",
-        default_value_t = 256 * 1024 * 1024,
+        default_value_t = DEFAULT_MAX_UPLOAD_BYTES,
         value_parser = parse_upload_limit
     )]
     pub max_upload_bytes: usize,
@@ -312,6 +462,33 @@ mod tests {
         assert!(parse_bytes("3 parsecs").unwrap_err().contains("unit"));
         let config = Config::try_parse_from(["shmimage", "--max-memory", "3GiB"]).unwrap();
         assert_eq!(config.limits(None).max_memory, 3 << 30);
+    }
+
+    #[test]
+    fn no_command_is_a_server_with_the_server_s_flags() {
+        let cli = Cli::try_parse_from(["shmimage", "--port", "9", "--segment", "demo"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.server.port, 9);
+        assert_eq!(cli.server.segment.as_str(), "demo");
+    }
+
+    #[test]
+    fn commands_take_their_own_flags_and_not_the_server_s() {
+        let cli = Cli::try_parse_from(["shmimage", "put", "-", "--max-pixels", "5"]).unwrap();
+        let Some(Command::Put(put)) = cli.command else {
+            panic!("a put command");
+        };
+        assert_eq!(put.file.as_os_str(), "-");
+        assert_eq!(put.max_pixels, 5);
+        assert_eq!(put.max_upload_bytes, DEFAULT_MAX_UPLOAD_BYTES);
+        assert_eq!(put.segment.segment.as_str(), "shmimage");
+        assert!(Cli::try_parse_from(["shmimage", "get", "x.png", "--port", "1"]).is_err());
+        assert!(Cli::try_parse_from(["shmimage", "--port", "1", "info"]).is_err());
+        assert!(Cli::try_parse_from(["shmimage", "watch", "--count", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["shmimage", "put"]).is_err(),
+            "put needs a file"
+        );
     }
 
     #[test]

@@ -9,14 +9,23 @@
 //! - [`web`]: the HTTP server: routes, page templates, errors, the accept loop with its limits
 //!   on connections and time ([`web::serve`]) and the memory budget ([`web::budget`]). [`app`]
 //!   builds the router and [`run`] serves it until shutdown is signalled.
-//! - [`config`]: command-line and environment configuration.
+//! - [`json`]: the segment's state as JSON, one shape for the HTTP API and the commands.
+//! - [`config`]: command-line and environment configuration: the server's flags, and the
+//!   commands.
 //! - [`server`]: one server's life: bind, attach, announce, serve, detach.
+//! - [`commands`]: the segment without a server: `shmimage put`, `get`, `info` and `watch`.
+//!
+//! The byte layout and protocol of a segment, for readers in other languages, are specified in
+//! `docs/PROTOCOL.md`.
 
+pub mod commands;
 pub mod config;
 pub mod imaging;
+pub mod json;
 pub mod raster;
 pub mod segment;
 pub mod server;
+mod timestamp;
 pub mod web;
 
 pub use web::{AppState, app, run};

@@ -93,6 +93,8 @@ mod layout;
 mod lock;
 mod name;
 mod os;
+#[cfg(test)]
+mod protocol_doc;
 mod sigbus;
 
 pub use error::{Corruption, SegmentError};

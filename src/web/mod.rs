@@ -26,13 +26,13 @@ pub mod image;
 pub mod live;
 pub mod page;
 pub mod serve;
-mod timestamp;
 pub mod timing;
 pub mod upload;
 
 pub use error::AppError;
 
 use crate::segment::Segment;
+use crate::timestamp;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;

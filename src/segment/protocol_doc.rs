@@ -1,0 +1,385 @@
+//! Checks that `docs/PROTOCOL.md`, the specification other languages read, says what the code
+//! does: every table of offsets and sizes against `offset_of!` and `size_of`, the constants
+//! against their values, the pixel formats against [`PixelFormat`].
+//!
+//! A table in the document starts after a line `<!-- protocol-table: NAME -->`. When the layout
+//! changes, this test names the first row that no longer matches.
+
+use super::layout::{
+    ATTACHMENT_ENTRIES, AttachmentRecord, CONTROL_LEN, CONTROL_MAGIC, ControlHeader, DATA_MAGIC,
+    DATA_OFFSET, DataHeader, LABEL_MAX, LAYOUT_VERSION, LabelCell, READY, SlotRecord,
+};
+use super::{
+    ATTACHED_BYTE, CAPACITY_GRANULE, GATE_BYTE, MAX_SEQ, MAX_SLOT_CAPACITY, REGISTRY_BYTE,
+};
+use crate::raster::PixelFormat;
+use std::mem::{offset_of, size_of};
+
+/// The specification, read from the source tree.
+fn document() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md");
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+/// The cells of every row of the table after `<!-- protocol-table: NAME -->`, header and
+/// separator rows left out, backticks removed.
+fn table(document: &str, name: &str) -> Vec<Vec<String>> {
+    let marker = format!("<!-- protocol-table: {name} -->");
+    let start = document
+        .find(&marker)
+        .unwrap_or_else(|| panic!("docs/PROTOCOL.md has no table marked {marker}"));
+    document[start + marker.len()..]
+        .lines()
+        .skip_while(|line| line.trim().is_empty())
+        .take_while(|line| line.trim_start().starts_with('|'))
+        .skip(2)
+        .map(|line| {
+            let line = line.trim().trim_start_matches('|').trim_end_matches('|');
+            split_cells(line)
+                .into_iter()
+                .map(|cell| cell.trim().replace('`', ""))
+                .collect()
+        })
+        .collect()
+}
+
+/// Splits a table row at `|`, except where it is escaped as `\|`.
+fn split_cells(line: &str) -> Vec<String> {
+    let mut cells = vec![String::new()];
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'|') => {
+                cells.last_mut().unwrap().push('|');
+                chars.next();
+            }
+            '|' => cells.push(String::new()),
+            c => cells.last_mut().unwrap().push(c),
+        }
+    }
+    cells
+}
+
+/// A number as the document writes it: decimal, or hexadecimal after `0x`.
+fn number(cell: &str) -> u64 {
+    let cell = cell.trim();
+    let parsed = match cell.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => cell.parse(),
+    };
+    parsed.unwrap_or_else(|e| panic!("{cell:?} is not a number: {e}"))
+}
+
+/// `size_of` the field that `field` borrows.
+fn size_of_field<T, F>(_field: fn(&T) -> &F) -> usize {
+    size_of::<F>()
+}
+
+/// One field as the code lays it out: name, offset, size.
+type Field = (&'static str, usize, usize);
+
+/// Checks the layout table `name` against `fields` (the named fields, in order) and a struct
+/// of `total` bytes: every named field at its offset with its size, the rows contiguous from 0
+/// to `total` (so `reserved` rows fill exactly the gaps), and every primitive type's size.
+fn check_layout(document: &str, name: &str, fields: &[Field], total: usize) {
+    let rows = table(document, name);
+    let mut next_offset = 0;
+    let mut named = Vec::new();
+    for row in &rows {
+        let [offset, size, kind, field, ..] = row.as_slice() else {
+            panic!("{name}: a row with fewer than 4 cells: {row:?}");
+        };
+        let (offset, size) = (number(offset) as usize, number(size) as usize);
+        assert_eq!(
+            offset, next_offset,
+            "{name}: the row for {field} starts at {offset}, but the previous row ends at \
+             {next_offset}"
+        );
+        let primitive = match kind.as_str() {
+            "u32" => Some(4),
+            "u64" => Some(8),
+            "u8[48]" => Some(48),
+            _ => None,
+        };
+        if let Some(primitive) = primitive {
+            assert_eq!(
+                size, primitive,
+                "{name}.{field}: a {kind} has {primitive} bytes"
+            );
+        }
+        if field != "reserved" {
+            named.push((field.clone(), offset, size));
+        }
+        next_offset = offset + size;
+    }
+    assert_eq!(
+        next_offset, total,
+        "{name}: the rows end at {next_offset}, the struct is {total} bytes"
+    );
+    let expected: Vec<(String, usize, usize)> = fields
+        .iter()
+        .map(|&(field, offset, size)| (field.to_owned(), offset, size))
+        .collect();
+    assert_eq!(
+        named, expected,
+        "{name}: (field, offset, size) in the document vs the code"
+    );
+}
+
+#[test]
+fn the_control_header_table_matches_the_code() {
+    // The document gives the lock's size on x86-64 glibc, 40 bytes; elsewhere only the lock's
+    // size (and so the header's) differ, and everything else is still checked.
+    let lock_size = if cfg!(all(target_arch = "x86_64", target_env = "gnu")) {
+        size_of::<libc::pthread_mutex_t>()
+    } else {
+        40
+    };
+    let lock_at = offset_of!(ControlHeader, lock);
+    let slots = offset_of!(ControlHeader, slots);
+    let fields: [Field; 13] = [
+        (
+            "magic",
+            offset_of!(ControlHeader, magic),
+            size_of_field(|h: &ControlHeader| &h.magic),
+        ),
+        (
+            "version",
+            offset_of!(ControlHeader, version),
+            size_of_field(|h: &ControlHeader| &h.version),
+        ),
+        (
+            "header_size",
+            offset_of!(ControlHeader, header_size),
+            size_of_field(|h: &ControlHeader| &h.header_size),
+        ),
+        (
+            "ready",
+            offset_of!(ControlHeader, ready),
+            size_of_field(|h: &ControlHeader| &h.ready),
+        ),
+        (
+            "notify",
+            offset_of!(ControlHeader, notify),
+            size_of_field(|h: &ControlHeader| &h.notify),
+        ),
+        (
+            "state",
+            offset_of!(ControlHeader, state),
+            size_of_field(|h: &ControlHeader| &h.state),
+        ),
+        (
+            "next_generation",
+            offset_of!(ControlHeader, next_generation),
+            size_of_field(|h: &ControlHeader| &h.next_generation),
+        ),
+        (
+            "lock_recoveries",
+            offset_of!(ControlHeader, lock_recoveries),
+            size_of_field(|h: &ControlHeader| &h.lock_recoveries),
+        ),
+        (
+            "created_at_ns",
+            offset_of!(ControlHeader, created_at_ns),
+            size_of_field(|h: &ControlHeader| &h.created_at_ns),
+        ),
+        ("slots[0]", slots, size_of::<SlotRecord>()),
+        (
+            "slots[1]",
+            slots + size_of::<SlotRecord>(),
+            size_of::<SlotRecord>(),
+        ),
+        (
+            "attachments",
+            offset_of!(ControlHeader, attachments),
+            size_of_field(|h: &ControlHeader| &h.attachments),
+        ),
+        ("lock", lock_at, lock_size),
+    ];
+    check_layout(&document(), "ControlHeader", &fields, lock_at + lock_size);
+    assert_eq!(
+        lock_at + size_of::<libc::pthread_mutex_t>(),
+        size_of::<ControlHeader>()
+    );
+    assert_eq!(
+        size_of_field(|h: &ControlHeader| &h.attachments),
+        ATTACHMENT_ENTRIES * size_of::<AttachmentRecord>()
+    );
+}
+
+#[test]
+fn the_slot_record_table_matches_the_code() {
+    let fields: [Field; 10] = [
+        (
+            "generation",
+            offset_of!(SlotRecord, generation),
+            size_of_field(|s: &SlotRecord| &s.generation),
+        ),
+        (
+            "format",
+            offset_of!(SlotRecord, format),
+            size_of_field(|s: &SlotRecord| &s.format),
+        ),
+        (
+            "width",
+            offset_of!(SlotRecord, width),
+            size_of_field(|s: &SlotRecord| &s.width),
+        ),
+        (
+            "height",
+            offset_of!(SlotRecord, height),
+            size_of_field(|s: &SlotRecord| &s.height),
+        ),
+        (
+            "capacity",
+            offset_of!(SlotRecord, capacity),
+            size_of_field(|s: &SlotRecord| &s.capacity),
+        ),
+        (
+            "byte_len",
+            offset_of!(SlotRecord, byte_len),
+            size_of_field(|s: &SlotRecord| &s.byte_len),
+        ),
+        (
+            "seq",
+            offset_of!(SlotRecord, seq),
+            size_of_field(|s: &SlotRecord| &s.seq),
+        ),
+        (
+            "written_at_ns",
+            offset_of!(SlotRecord, written_at_ns),
+            size_of_field(|s: &SlotRecord| &s.written_at_ns),
+        ),
+        (
+            "writer_pid",
+            offset_of!(SlotRecord, writer_pid),
+            size_of_field(|s: &SlotRecord| &s.writer_pid),
+        ),
+        (
+            "writer_label",
+            offset_of!(SlotRecord, writer_label),
+            size_of::<LabelCell>(),
+        ),
+    ];
+    check_layout(&document(), "SlotRecord", &fields, size_of::<SlotRecord>());
+}
+
+#[test]
+fn the_label_and_attachment_tables_match_the_code() {
+    // The label's fields are private to the layout; its size and the text's length are not.
+    // (The Python reader in tests/protocol reads labels at the documented offsets.)
+    let label_fields: [Field; 2] = [("len", 0, 4), ("bytes", 8, LABEL_MAX)];
+    check_layout(
+        &document(),
+        "LabelCell",
+        &label_fields,
+        size_of::<LabelCell>(),
+    );
+    let fields: [Field; 2] = [
+        (
+            "pid",
+            offset_of!(AttachmentRecord, pid),
+            size_of_field(|a: &AttachmentRecord| &a.pid),
+        ),
+        (
+            "label",
+            offset_of!(AttachmentRecord, label),
+            size_of::<LabelCell>(),
+        ),
+    ];
+    check_layout(
+        &document(),
+        "AttachmentRecord",
+        &fields,
+        size_of::<AttachmentRecord>(),
+    );
+}
+
+#[test]
+fn the_data_header_table_matches_the_code() {
+    let fields: [Field; 3] = [
+        (
+            "magic",
+            offset_of!(DataHeader, magic),
+            size_of_field(|d: &DataHeader| &d.magic),
+        ),
+        (
+            "generation",
+            offset_of!(DataHeader, generation),
+            size_of_field(|d: &DataHeader| &d.generation),
+        ),
+        (
+            "capacity",
+            offset_of!(DataHeader, capacity),
+            size_of_field(|d: &DataHeader| &d.capacity),
+        ),
+    ];
+    check_layout(&document(), "DataHeader", &fields, size_of::<DataHeader>());
+}
+
+#[test]
+fn the_constants_match_the_code() {
+    let expected: [(&str, u64); 14] = [
+        ("CONTROL_MAGIC", CONTROL_MAGIC),
+        ("DATA_MAGIC", DATA_MAGIC),
+        ("LAYOUT_VERSION", u64::from(LAYOUT_VERSION)),
+        ("READY", u64::from(READY)),
+        ("CONTROL_LEN", CONTROL_LEN as u64),
+        ("DATA_OFFSET", DATA_OFFSET),
+        ("ATTACHMENT_ENTRIES", ATTACHMENT_ENTRIES as u64),
+        ("LABEL_MAX", LABEL_MAX as u64),
+        ("GATE_BYTE", GATE_BYTE),
+        ("ATTACHED_BYTE", ATTACHED_BYTE),
+        ("REGISTRY_BYTE", REGISTRY_BYTE),
+        ("CAPACITY_GRANULE", CAPACITY_GRANULE),
+        ("MAX_SEQ", MAX_SEQ),
+        ("MAX_SLOT_CAPACITY", MAX_SLOT_CAPACITY),
+    ];
+    let documented: Vec<(String, u64)> = table(&document(), "constants")
+        .iter()
+        .map(|row| (row[0].clone(), number(&row[1])))
+        .collect();
+    let expected: Vec<(String, u64)> = expected
+        .iter()
+        .map(|&(name, value)| (name.to_owned(), value))
+        .collect();
+    assert_eq!(
+        documented, expected,
+        "(name, value) in the document vs the code"
+    );
+    assert_eq!(&CONTROL_MAGIC.to_le_bytes(), b"SHMIMAGE");
+    assert_eq!(&DATA_MAGIC.to_le_bytes(), b"SHMIDATA");
+}
+
+#[test]
+fn the_pixel_format_table_matches_the_code() {
+    let documented: Vec<Vec<String>> = table(&document(), "pixel-formats");
+    let expected: Vec<Vec<String>> = PixelFormat::ALL
+        .iter()
+        .map(|format| {
+            vec![
+                format.code().to_string(),
+                format.to_string(),
+                format.channels().to_string(),
+                format.bit_depth().to_string(),
+                format.bytes_per_pixel().to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        documented, expected,
+        "(code, format, channels, bits, bytes) vs the code"
+    );
+}
+
+#[test]
+fn tables_are_found_and_split_as_written() {
+    let text =
+        "x\n<!-- protocol-table: t -->\n| A | B |\n| --- | --- |\n| 1 | `a \\| b` |\n\nafter";
+    assert_eq!(
+        table(text, "t"),
+        vec![vec!["1".to_owned(), "a | b".to_owned()]]
+    );
+    assert_eq!(number("0x10"), 16);
+    assert_eq!(number("4096"), 4096);
+}
