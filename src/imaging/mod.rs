@@ -7,16 +7,19 @@
 //! - [`encode_png`] writes a raster back out as a PNG of exactly its pixels, quickly enough for
 //!   a request path.
 //! - [`thumbnail_png`] writes a small 8-bit preview of a raster.
+//! - [`resize_to_width`] shrinks a raster to the width a page draws it, with a Lanczos filter.
 
 mod decode;
 mod encode;
 mod png_filter;
 mod png_writer;
+mod resize;
 
 use crate::raster::Raster;
 
 pub use self::decode::decode;
 pub use self::encode::{encode_png, thumbnail_png};
+pub use self::resize::{ResizeError, resize_to_width, scaled_height};
 
 /// Fuzzing entry points: the PNG writer with its pieces made small, for the fuzz target.
 #[doc(hidden)]

@@ -9,6 +9,7 @@ mod helpers;
 mod image_png;
 mod lifecycle;
 mod live;
+mod messages;
 mod page;
 mod security;
 mod timing;
