@@ -91,6 +91,13 @@
     return longer >= TINY_SIDE ? 1 : Math.ceil(TINY_SIDE / longer);
   }
 
+  /** "Image #3, 1x1, RGBA 8-bit, drawn 64 times its size" + `more`. */
+  function caption(image, more) {
+    const factor = enlargement(image.width, image.height);
+    return "Image #" + image.seq + ", " + describe(image) +
+      (factor > 1 ? ", drawn " + factor + " times its size" : "") + more;
+  }
+
   /** `srcset` for an image: the widths below its own, and the full image. */
   function sourceSet(url, width) {
     const smaller = WIDTHS.filter((candidate) => candidate < width);
@@ -164,6 +171,8 @@
     const size = drawnSize(figure.querySelector(".frame"), image);
     const placeholder = el("div", { class: "placeholder", role: "img", "aria-label": "Loading image #" + image.seq },
       "Loading image #" + image.seq + "…");
+    placeholder.dataset.width = image.width;
+    placeholder.dataset.height = image.height;
     placeholder.style.width = size.width + "px";
     placeholder.style.height = size.height + "px";
     link.replaceChildren(placeholder);
@@ -192,6 +201,7 @@
       figure.dataset.imageId = id;
       delete figure.dataset.loading;
       figure.querySelector(".caption-text").textContent = caption;
+      fitPicture();
       // When the new pixels reached the screen: for people reading the DOM, and for the
       // latency benchmark.
       requestAnimationFrame(() => {
@@ -230,16 +240,32 @@
     }
   }
 
-  // Keep asking for the width the image is drawn at when the window changes size.
+  /**
+   * Fits what the figure shows to its frame again: the loading box's size, and the width the
+   * image is drawn at (`sizes`, from which the browser picks a `srcset` candidate and takes the
+   * image's intrinsic size). Runs whenever the frame changes size: the window, or a status line
+   * of another length.
+   */
+  function fitPicture() {
+    const figure = $("picture");
+    const frame = figure && figure.querySelector(".frame");
+    if (!frame) {
+      return;
+    }
+    const placeholder = frame.querySelector(".placeholder");
+    if (placeholder && placeholder.dataset.width) {
+      const size = drawnSize(frame, { width: +placeholder.dataset.width, height: +placeholder.dataset.height });
+      placeholder.style.width = size.width + "px";
+      placeholder.style.height = size.height + "px";
+    }
+    const img = frame.querySelector("img");
+    if (img && img.srcset) {
+      img.sizes = drawnSize(frame, { width: img.width, height: img.height }).width + "px";
+    }
+  }
+
   if (window.ResizeObserver) {
-    new ResizeObserver(() => {
-      const img = document.querySelector("#picture .frame img");
-      if (img && img.srcset) {
-        const frame = img.closest(".frame").getBoundingClientRect();
-        const fitted = Math.floor(Math.min(img.width, frame.width, (frame.height * img.width) / img.height));
-        img.sizes = Math.max(1, fitted) + "px";
-      }
-    }).observe(slot);
+    new ResizeObserver(fitPicture).observe(slot);
   }
 
   // ----- The segment's facts -----
@@ -336,15 +362,14 @@
       }
       return;
     }
-    showImage(
-      image,
-      "Image #" + image.seq + " from shared memory",
-      "Image #" + image.seq + ", " + describe(image) + ", written by " + image.writer_label +
-        " at " + localTime(image.written_at),
-    );
     if (!uploading) {
       liveStatus(state, (reconnected ? "The server is back. " : "") + "Live: ");
     }
+    showImage(
+      image,
+      "Image #" + image.seq + " from shared memory",
+      caption(image, ", written by " + image.writer_label + " at " + localTime(image.written_at)),
+    );
   }
 
   /** Says loudly that the server is out of reach, or that it is back. */
@@ -447,7 +472,7 @@
       say("error", "No image in shared memory segment \"" + state.name + "\" yet: load one first");
       return;
     }
-    showImage(image, "Image #" + image.seq + " from shared memory", "Image #" + image.seq + ", " + describe(image));
+    showImage(image, "Image #" + image.seq + " from shared memory", caption(image, ""));
     say(
       "ok",
       "Displaying image #" + image.seq + " (" + describe(image) + ") from shared memory segment \"" +
@@ -507,7 +532,7 @@
         return;
       }
       const stored = JSON.parse(request.responseText);
-      showImage(stored, name + ", image #" + stored.seq, "Image #" + stored.seq + ", " + describe(stored));
+      showImage(stored, name + ", image #" + stored.seq, caption(stored, ""));
       say(
         "ok",
         "Loaded " + name + " (" + describe(stored) + ") into shared memory segment \"" + stored.segment + "\"",

@@ -282,7 +282,14 @@ fn full_picture(info: &ImageInfo, incarnation: u64, alt: String) -> Picture {
         image_id: image_id(incarnation, info.seq),
         src: full.clone(),
         srcset,
-        sizes: format!("min({}px, calc(100vw - 2rem), 62rem)", info.width),
+        // The column's width, or the width that the window's height leaves (less about 13rem
+        // above the image), whichever is less: never less than the room, so the stylesheet's
+        // fit decides, but rarely much more.
+        sizes: format!(
+            "min({}px, calc(100vw - 2rem), 62rem, calc((100vh - 13rem) * {:.4}))",
+            info.width,
+            f64::from(info.width) / f64::from(info.height.max(1))
+        ),
         full,
         alt,
         caption,

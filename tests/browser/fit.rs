@@ -82,7 +82,7 @@ fn assert_fits(drawn: &Drawn, (width, height): (u32, u32), what: &str) {
         "{what}: smaller than the room it has: {drawn:?}"
     );
     assert!(
-        drawn_height > drawn.view_height / 4.0,
+        drawn_width.max(drawn_height) > drawn.view_width.min(drawn.view_height) / 2.0,
         "{what}: too small to see: {drawn:?}"
     );
     let asked = asked_width(&drawn.current_src)
@@ -164,9 +164,9 @@ async fn drawn_now(window: &Window) -> Drawn {
     let measured = window
         .run(
             r##"
-            const img = document.querySelector("#picture .frame img");
+            const img = document.querySelector("#picture img");
             const box = img.getBoundingClientRect();
-            const frame = img.closest(".frame").getBoundingClientRect();
+            const frame = (img.closest(".frame") || img.closest("figure")).getBoundingClientRect();
             const root = document.documentElement;
             return {
               view_width: innerWidth, view_height: innerHeight,
