@@ -11,8 +11,8 @@
 //!
 //! ```sh
 //! cargo build --release
-//! cargo run --release --features bench --example page_latency            # 10 uploads
-//! cargo run --release --features bench --example page_latency -- 20      # 20 uploads
+//! cargo run --example page_latency            # 10 uploads (the example itself needs no speed)
+//! cargo run --example page_latency -- 20      # 20 uploads
 //! SHMIMAGE_BIN=/path/to/other/shmimage cargo run ... --example page_latency   # another build
 //! ```
 //!
@@ -108,16 +108,16 @@ fn program(variable: &str, default: &str) -> Result<PathBuf, Error> {
     }
 }
 
-/// The shmimage binary: `SHMIMAGE_BIN`, or the one beside this example's folder.
+/// The shmimage binary: `SHMIMAGE_BIN`, or the release build in this example's target folder.
 fn server_binary() -> Result<PathBuf, Error> {
     if let Some(path) = std::env::var_os("SHMIMAGE_BIN") {
         return Ok(PathBuf::from(path));
     }
     let example = std::env::current_exe()?;
     let binary = example
-        .parent()
-        .and_then(Path::parent)
-        .map(|profile| profile.join("shmimage"))
+        .ancestors()
+        .nth(3)
+        .map(|target| target.join("release").join("shmimage"))
         .ok_or("cannot tell where the target folder is")?;
     if binary.is_file() {
         Ok(binary)

@@ -117,7 +117,14 @@
       figure = el(
         "figure",
         { class: "picture", id: "picture" },
-        el("figcaption", {}, el("span", { class: "caption-text" }), " ", el("a", { class: "full-size" }, "Open full size")),
+        el(
+          "figcaption",
+          {},
+          el("span", { class: "stale-note" }, "Possibly out of date"),
+          el("span", { class: "caption-text" }),
+          " ",
+          el("a", { class: "full-size" }, "Open full size"),
+        ),
         el("div", { class: "frame" }, el("a", {})),
       );
       slot.append(figure);
@@ -197,7 +204,7 @@
         return;
       }
       pending = null;
-      link.replaceChildren(img, el("span", { class: "stale-note" }, "Possibly out of date: the server is not reachable"));
+      link.replaceChildren(img);
       figure.dataset.imageId = id;
       delete figure.dataset.loading;
       figure.querySelector(".caption-text").textContent = caption;
