@@ -7,7 +7,7 @@
 //! - [`encode_png`] writes a raster back out as a PNG of exactly its pixels, quickly enough for
 //!   a request path.
 //! - [`thumbnail_png`] writes a small 8-bit preview of a raster.
-//! - [`resize_to_width`] shrinks a raster to the width a page draws it, with a Lanczos filter.
+//! - [`resize_to_width`] shrinks a raster to the width a page draws it, with a bicubic filter.
 
 mod decode;
 mod encode;

@@ -3,7 +3,8 @@
 //! The page draws the shared image at the width of the window (a few hundred to a few thousand
 //! pixels), so it asks for that width instead of the full image: a 3840x2160 photo shown 1280
 //! pixels wide is a ninth of the pixels to encode, send and decode. The resize is
-//! `fast_image_resize`'s Lanczos3 convolution (SIMD; alpha is premultiplied for the filter and
+//! `fast_image_resize`'s Catmull-Rom (bicubic) convolution, the kernel widened with the scale so
+//! that it averages what it drops (SIMD; alpha is premultiplied for the filter and
 //! divided out again, so transparent pixels do not bleed dark fringes), in the image's own
 //! channels; the result is always 8 bits per sample, which is all a screen shows.
 
@@ -50,7 +51,7 @@ pub fn resize_to_width(raster: &Raster, width: u32) -> Result<Raster, ResizeErro
     )
     .map_err(|error| failed(&error))?;
     let mut resized = Image::new(width, height, source_type);
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
     Resizer::new()
         .resize(&source, &mut resized, &options)
         .map_err(|error| failed(&error))?;

@@ -3,7 +3,7 @@
 //! A page shows the image a few hundred to a few thousand pixels wide; sending it the full
 //! image (12-16 MB of PNG for a 4K photo) costs the server an encode and the browser a decode
 //! of pixels it throws away. So the page asks for the width it draws, and this route answers
-//! with the image shrunk to that width ([`imaging::resize_to_width`], Lanczos3), 8 bits per
+//! with the image shrunk to that width ([`imaging::resize_to_width`], Catmull-Rom), 8 bits per
 //! sample, as PNG. Widths are rounded up to one of [`WIDTHS`], so every page drawing the image
 //! between 961 and 1280 pixels wide shares one resize, and each of those is made once per image
 //! (sequence number) and kept in a [`ResizedCache`] of at most [`KEPT_WIDTHS`] widths. A width at
@@ -124,8 +124,7 @@ impl ResizedCache {
         };
         let width = WIDTHS
             .into_iter()
-            .filter(|&bucket| bucket <= width && (bucket == WIDTHS[0] || fits(bucket)))
-            .next_back()
+            .rfind(|&bucket| bucket <= width && (bucket == WIDTHS[0] || fits(bucket)))
             .unwrap_or(WIDTHS[0]);
         let result = if width >= raster.width() {
             Ok(Resized::FullSize)

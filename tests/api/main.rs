@@ -11,6 +11,7 @@ mod lifecycle;
 mod live;
 mod messages;
 mod page;
+mod resized;
 mod security;
 mod timing;
 mod upload;
