@@ -210,6 +210,7 @@ impl AppError {
         let message = self.message();
         let page = ErrorPage {
             segment,
+            code: status.as_u16(),
             title: headline.clone().unwrap_or_else(|| self.title().to_owned()),
             message: if headline.is_some() {
                 message
@@ -248,6 +249,8 @@ impl From<askama::Error> for AppError {
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
     segment: &'a str,
+    /// The HTTP status, in small print for whoever reports the problem: not in the status line.
+    code: u16,
     /// The page's title, e.g. "photo.txt was not loaded" or "Nothing here".
     title: String,
     /// What failed, when the message alone does not say: "photo.txt was not loaded".
