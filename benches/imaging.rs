@@ -12,7 +12,7 @@
 //! - `decode_png/*`, `decode_jpeg/*`: [`decode`] of a PNG (written by [`encode_png`]) and of a
 //!   JPEG (written by the `image` crate's `JpegEncoder` at quality 90, RGB).
 //!
-//! Run with `cargo bench --bench imaging`.
+//! Run with `cargo bench --features bench --bench imaging`.
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The speed and size of `encode_png` against the `image` crate's fast PNG encoder on one
 //! thread, each timed in a process of its own so neither's allocations affect the other.
 //!
-//! Run with `cargo bench --bench png_ratio`. The bench starts itself once per encoder and
+//! Run with `cargo bench --features bench --bench png_ratio`. The bench starts itself once per encoder and
 //! image (`png_ratio --child ENCODER CASE`), each child encodes the image a few times and
 //! reports the median time and the file size, and the parent prints a table with the ratios.
 

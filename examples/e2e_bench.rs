@@ -17,14 +17,14 @@
 //! - `If-None-Match` → `304` latency;
 //! - peak and idle RSS of a fresh pair of servers around one 3840x2160 upload and cold read.
 //!
-//! If `cargo bench --bench segment` ran before, its 3840x2160 RGBA8 segment write, read and
+//! If `cargo bench --features bench --bench segment` ran before, its 3840x2160 RGBA8 segment write, read and
 //! memcpy medians are taken from `target/criterion` too.
 //!
 //! ```sh
 //! cargo build --release
-//! cargo bench --bench segment          # optional: segment write/read vs memcpy
-//! cargo run --release --example e2e_bench
-//! cargo run --release --example e2e_bench -- --quick    # without 7680x4320, fewer repetitions
+//! cargo bench --features bench --bench segment          # optional: segment write/read vs memcpy
+//! cargo run --release --features bench --example e2e_bench
+//! cargo run --release --features bench --example e2e_bench -- --quick    # without 7680x4320, fewer repetitions
 //! ```
 //!
 //! Prints a table, writes JSON to `target/e2e-bench.json` and the chart of time against pixel
@@ -444,7 +444,7 @@ async fn throughput(url: &str) -> Result<(f64, f64), Error> {
     Ok((requests as f64 / seconds, bytes as f64 / 1e6 / seconds))
 }
 
-/// The criterion median of `cargo bench --bench segment`'s `case`, in ns, if it ran.
+/// The criterion median of `cargo bench --features bench --bench segment`'s `case`, in ns, if it ran.
 fn criterion_median_ns(target: &Path, group: &str, case: &str) -> Option<f64> {
     let path = target
         .join("criterion")
@@ -695,7 +695,7 @@ async fn main() -> Result<(), Error> {
 
     let report = json!({
         "machine": machine(),
-        "command": "cargo run --release --example e2e_bench",
+        "command": "cargo run --release --features bench --example e2e_bench",
         "sizes": results.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
         "if_none_match_304": not_modified,
         "rss_3840x2160": rss,

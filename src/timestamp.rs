@@ -1,4 +1,5 @@
-//! Instants as people and programs read them: RFC 3339 in UTC, and Unix milliseconds.
+//! Instants as people and programs read them: RFC 3339 in UTC, a readable UTC form, and Unix
+//! milliseconds.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,17 @@ pub fn rfc3339(at: SystemTime) -> String {
         second_of_day % 60,
         since_epoch.subsec_millis()
     )
+}
+
+/// `at` for people, in UTC to the second, e.g. `2024-05-01 12:30:05 UTC`: what the page shows
+/// without JavaScript (its script shows the reader's local time instead).
+pub fn readable(at: SystemTime) -> String {
+    let stamp = rfc3339(at);
+    // rfc3339 gives `DATE` `T` `HH:MM:SS.mmmZ`, the date possibly with more than 4 year digits.
+    match stamp.split_once('T') {
+        Some((date, time)) => format!("{date} {} UTC", time.get(..8).unwrap_or(time)),
+        None => stamp,
+    }
 }
 
 /// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
@@ -59,6 +71,12 @@ mod tests {
         assert_eq!(rfc3339(at(1_700_000_000, 250)), "2023-11-14T22:13:20.250Z");
         assert_eq!(rfc3339(at(4_107_542_399, 999)), "2100-02-28T23:59:59.999Z");
         assert_eq!(rfc3339(at(4_107_542_400, 0)), "2100-03-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn readable_instants_are_utc_to_the_second() {
+        assert_eq!(readable(at(1_700_000_000, 250)), "2023-11-14 22:13:20 UTC");
+        assert_eq!(readable(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
     }
 
     #[test]

@@ -76,47 +76,203 @@
 
   // ----- The image -----
 
+  /** Images whose longer side is shorter are drawn a whole number of times their size. */
+  const TINY_SIDE = 64;
+  /** The widths `/image.png?width=` answers at (as `src/web/resized.rs` lists them). */
+  const WIDTHS = [320, 480, 640, 960, 1280, 1600, 1920, 2560, 3840];
+
   function imageId(seq) {
     return incarnation + "-" + seq;
   }
 
-  /** Shows image `image` (width, height, seq) of the segment, unless it is shown already. */
-  function showImage(image, alt, caption) {
-    const id = imageId(image.seq);
-    const url = "/image.png?v=" + id;
+  /** The whole factor a tiny image is enlarged by; 1 for any other. */
+  function enlargement(width, height) {
+    const longer = Math.max(width, height, 1);
+    return longer >= TINY_SIDE ? 1 : Math.ceil(TINY_SIDE / longer);
+  }
+
+  /** "Image #3, 1x1, RGBA 8-bit, drawn 64 times its size" + `more`. */
+  function caption(image, more) {
+    const factor = enlargement(image.width, image.height);
+    return "Image #" + image.seq + ", " + describe(image) +
+      (factor > 1 ? ", drawn " + factor + " times its size" : "") + more;
+  }
+
+  /** `srcset` for an image: the widths below its own, and the full image. */
+  function sourceSet(url, width) {
+    const smaller = WIDTHS.filter((candidate) => candidate < width);
+    if (smaller.length === 0) {
+      return "";
+    }
+    return smaller
+      .map((candidate) => url + "&width=" + candidate + " " + candidate + "w")
+      .concat([url + " " + width + "w"])
+      .join(", ");
+  }
+
+  /** The figure for the image, made if the page has none yet. */
+  function figureElement() {
     let figure = $("picture");
     if (!figure) {
       figure = el(
         "figure",
         { class: "picture", id: "picture" },
-        el("a", {}, el("img", {})),
-        el("figcaption", {}),
+        el(
+          "figcaption",
+          {},
+          el("span", { class: "stale-note" }, "Possibly out of date"),
+          el("span", { class: "caption-text" }),
+          " ",
+          el("a", { class: "full-size" }, "Open full size"),
+        ),
+        el("div", { class: "frame" }, el("a", {})),
       );
       slot.append(figure);
     }
-    const link = figure.querySelector("a");
-    const img = figure.querySelector("img");
-    figure.querySelector("figcaption").textContent = caption;
-    img.alt = alt;
-    if (figure.dataset.imageId !== id) {
-      figure.dataset.imageId = id;
-      img.width = image.width;
-      img.height = image.height;
-      img.src = url;
-      link.href = url;
+    return figure;
+  }
+
+  /** The CSS size `image` (width, height) is drawn at in the figure's frame: fitted inside it,
+   *  never enlarged unless tiny. */
+  function drawnSize(frame, image) {
+    const factor = enlargement(image.width, image.height);
+    const width = image.width * factor;
+    const height = image.height * factor;
+    const box = frame.getBoundingClientRect();
+    const scale = Math.min(1, box.width / width, box.height / height);
+    return {
+      width: Math.max(1, Math.floor(width * scale)),
+      height: Math.max(1, Math.floor(height * scale)),
+      tiny: factor > 1,
+    };
+  }
+
+  /** The image the page is fetching now: [id, Image] (a newer one replaces it). */
+  let pending = null;
+
+  /**
+   * Shows image `image` (width, height, seq) of the segment, unless it is shown already: first
+   * a box of its shape saying it is loading (never the previous picture), then the image,
+   * fetched at the width it is drawn (`srcset`), once the browser has decoded it.
+   */
+  function showImage(image, alt, caption) {
+    const id = imageId(image.seq);
+    const url = "/image.png?v=" + id;
+    const figure = figureElement();
+    figure.classList.remove("stale");
+    const link = figure.querySelector(".frame a");
+    figure.querySelector(".full-size").href = url;
+    link.href = url;
+    if (figure.dataset.imageId === id || (pending && pending[0] === id)) {
+      figure.querySelector(".caption-text").textContent = caption;
+      const shown = link.querySelector("img");
+      if (shown) {
+        shown.alt = alt;
+      }
+      return;
     }
+    delete figure.dataset.imageId;
+    figure.dataset.loading = id;
+    figure.querySelector(".caption-text").textContent =
+      "Loading image #" + image.seq + " (" + image.width + "x" + image.height + ")…";
+    const size = drawnSize(figure.querySelector(".frame"), image);
+    const placeholder = el("div", { class: "placeholder", role: "img", "aria-label": "Loading image #" + image.seq },
+      "Loading image #" + image.seq + "…");
+    placeholder.dataset.width = image.width;
+    placeholder.dataset.height = image.height;
+    placeholder.style.width = size.width + "px";
+    placeholder.style.height = size.height + "px";
+    link.replaceChildren(placeholder);
+
+    const img = new Image();
+    pending = [id, img];
+    img.alt = alt;
+    img.decoding = "async";
+    img.width = image.width * enlargement(image.width, image.height);
+    img.height = image.height * enlargement(image.width, image.height);
+    if (size.tiny) {
+      img.className = "tiny";
+    }
+    const srcset = sourceSet(url, image.width);
+    if (srcset) {
+      img.sizes = size.width + "px";
+      img.srcset = srcset;
+    }
+    img.src = url;
+    const drawn = () => {
+      if (!pending || pending[1] !== img) {
+        return;
+      }
+      pending = null;
+      link.replaceChildren(img);
+      figure.dataset.imageId = id;
+      delete figure.dataset.loading;
+      figure.querySelector(".caption-text").textContent = caption;
+      fitPicture();
+      // When the new pixels reached the screen: for people reading the DOM, and for the
+      // latency benchmark.
+      requestAnimationFrame(() => {
+        figure.dataset.drawnAt = String(performance.timeOrigin + performance.now());
+      });
+    };
+    img.decode().then(drawn, () => {
+      if (!pending || pending[1] !== img) {
+        return;
+      }
+      pending = null;
+      delete figure.dataset.loading;
+      placeholder.textContent = "Image #" + image.seq + " could not be loaded";
+      say("error", "Image #" + image.seq + " could not be loaded from the server: press \"Display image from shared memory\" to try again");
+    });
   }
 
   function shownImageId() {
     const figure = $("picture");
-    return figure ? figure.dataset.imageId : null;
+    return figure ? figure.dataset.imageId || figure.dataset.loading || null : null;
   }
 
   function removeImage() {
+    pending = null;
     const figure = $("picture");
     if (figure) {
       figure.remove();
     }
+  }
+
+  /** Marks the shown image as possibly out of date (true) or current (false). */
+  function markStale(stale) {
+    const figure = $("picture");
+    if (figure) {
+      figure.classList.toggle("stale", stale);
+    }
+  }
+
+  /**
+   * Fits what the figure shows to its frame again: the loading box's size, and the width the
+   * image is drawn at (`sizes`, from which the browser picks a `srcset` candidate and takes the
+   * image's intrinsic size). Runs whenever the frame changes size: the window, or a status line
+   * of another length.
+   */
+  function fitPicture() {
+    const figure = $("picture");
+    const frame = figure && figure.querySelector(".frame");
+    if (!frame) {
+      return;
+    }
+    const placeholder = frame.querySelector(".placeholder");
+    if (placeholder && placeholder.dataset.width) {
+      const size = drawnSize(frame, { width: +placeholder.dataset.width, height: +placeholder.dataset.height });
+      placeholder.style.width = size.width + "px";
+      placeholder.style.height = size.height + "px";
+    }
+    const img = frame.querySelector("img");
+    if (img && img.srcset) {
+      img.sizes = drawnSize(frame, { width: img.width, height: img.height }).width + "px";
+    }
+  }
+
+  if (window.ResizeObserver) {
+    new ResizeObserver(fitPicture).observe(slot);
   }
 
   // ----- The segment's facts -----
@@ -162,6 +318,22 @@
 
   // ----- Live updates -----
 
+  /** Where this page's server is, for messages: "127.0.0.1:8080". */
+  const server = location.host;
+  /** True while the page cannot reach its server. */
+  let offline = false;
+  /** The timer of a reconnection this script schedules itself. */
+  let retry = null;
+
+  function liveStatus(state, prefix) {
+    const image = state.image;
+    say(
+      "ok",
+      prefix + "image #" + image.seq + " (" + describe(image) + ") from shared memory segment \"" +
+        state.name + "\", written by " + writer(image) + " at " + localTime(image.written_at),
+    );
+  }
+
   function onSegmentEvent(event) {
     const state = JSON.parse(event.data);
     const id = event.lastEventId || "";
@@ -172,22 +344,60 @@
     renderFacts(state);
     // Which event the page heard last: for people reading the DOM, and for the browser tests.
     enhancements.dataset.lastEvent = id;
+    const reconnected = offline;
+    setOffline(false);
     const image = state.image;
-    if (!liveToggle.checked || !image || shownImageId() === imageId(image.seq)) {
+    if (!liveToggle.checked) {
       return;
+    }
+    if (!image) {
+      if (shownImageId()) {
+        removeImage();
+      }
+      if (reconnected || shownImageId() === null) {
+        say(
+          "idle",
+          (reconnected ? "The server is back. " : "") + "Shared memory segment \"" + state.name +
+            "\" holds no image now: choose a file and press \"Load image from file\"",
+        );
+      }
+      return;
+    }
+    if (shownImageId() === imageId(image.seq)) {
+      if (reconnected) {
+        liveStatus(state, "The server is back. Live: ");
+      }
+      return;
+    }
+    if (!uploading) {
+      liveStatus(state, (reconnected ? "The server is back. " : "") + "Live: ");
     }
     showImage(
       image,
       "Image #" + image.seq + " from shared memory",
-      "Image #" + image.seq + ", " + describe(image) + ", written by " + image.writer_label +
-        " at " + localTime(image.written_at),
+      caption(image, ", written by " + image.writer_label + " at " + localTime(image.written_at)),
     );
-    if (!uploading) {
+  }
+
+  /** Says loudly that the server is out of reach, or that it is back. */
+  function setOffline(now) {
+    if (now === offline) {
+      return;
+    }
+    offline = now;
+    enhancements.classList.toggle("disconnected", now);
+    markStale(now);
+    if (now) {
+      liveState.textContent = "server not reachable";
       say(
-        "ok",
-        "Live: image #" + image.seq + " (" + describe(image) + ") from shared memory segment \"" +
-          state.name + "\", written by " + writer(image) + " at " + localTime(image.written_at),
+        "offline",
+        "Cannot reach the server at " + server + ": it may have stopped. " +
+          (shownImageId() ? "The image below may be out of date. " : "") +
+          (events ? "This page reconnects by itself when the server is back." :
+            "Start it again, then press \"Display image from shared memory\"."),
       );
+    } else {
+      liveState.textContent = "";
     }
   }
 
@@ -195,20 +405,24 @@
     if (events) {
       return;
     }
+    clearTimeout(retry);
     events = new EventSource("/events");
     events.addEventListener("state", onSegmentEvent);
     events.addEventListener("image", onSegmentEvent);
-    events.addEventListener("open", () => {
-      liveState.textContent = "";
-      enhancements.classList.remove("disconnected");
-    });
     events.addEventListener("error", () => {
-      liveState.textContent = "reconnecting…";
-      enhancements.classList.add("disconnected");
+      setOffline(true);
+      // The browser retries by itself while the stream is CONNECTING; if it gave up (CLOSED),
+      // this page tries again every two seconds.
+      if (events && events.readyState === EventSource.CLOSED) {
+        events.close();
+        events = null;
+        retry = setTimeout(connect, 2000);
+      }
     });
   }
 
   function disconnect() {
+    clearTimeout(retry);
     if (events) {
       events.close();
       events = null;
@@ -221,43 +435,56 @@
 
   // ----- "Display image from shared memory", in place -----
 
-  /** The server's message from a JSON error answer, or a description of the failure. */
-  function errorText(httpStatus, statusText, body) {
-    let message = "";
+  /** The server's message from a JSON error answer, if it sent one. */
+  function serverMessage(body) {
     try {
-      message = JSON.parse(body).error || "";
+      return JSON.parse(body).error || "";
     } catch (_) {
-      message = "";
+      return "";
     }
-    const prefix = httpStatus ? httpStatus + " " + statusText : "Error";
-    return prefix + ": " + (message || "the server gave no reason; its log may say more");
+  }
+
+  /** `text` with a capital first letter, to stand alone as a sentence. */
+  function sentence(text) {
+    return text.charAt(0).toUpperCase() + text.slice(1);
   }
 
   displayForm.addEventListener("submit", async (event) => {
     event.preventDefault();
+    let response;
     try {
-      const response = await fetch("/api/segment", { headers: { Accept: "application/json" } });
-      if (!response.ok) {
-        say("error", errorText(response.status, response.statusText, await response.text()));
-        return;
+      response = await fetch("/api/segment", { headers: { Accept: "application/json" } });
+    } catch (_) {
+      setOffline(true);
+      if (!events) {
+        // Without Live nothing will notice the server's return: say so next time it answers.
+        offline = true;
       }
-      const state = await response.json();
-      renderFacts(state);
-      const image = state.image;
-      if (!image) {
-        removeImage();
-        say("error", "no image in shared memory segment \"" + state.name + "\" yet: load one first");
-        return;
-      }
-      showImage(image, "Image #" + image.seq + " from shared memory", "Image #" + image.seq + ", " + describe(image));
-      say(
-        "ok",
-        "Displaying image #" + image.seq + " (" + describe(image) + ") from shared memory segment \"" +
-          state.name + "\", written by " + writer(image),
-      );
-    } catch (error) {
-      say("error", "cannot reach the server (" + error.message + "): check that it is still running");
+      return;
     }
+    if (!events) {
+      setOffline(false);
+    }
+    if (!response.ok) {
+      const message = serverMessage(await response.text());
+      say("error", message ? sentence(message) :
+        "The server could not say what the segment holds (it answered " + response.status + "); its log may say more");
+      return;
+    }
+    const state = await response.json();
+    renderFacts(state);
+    const image = state.image;
+    if (!image) {
+      removeImage();
+      say("error", "No image in shared memory segment \"" + state.name + "\" yet: load one first");
+      return;
+    }
+    showImage(image, "Image #" + image.seq + " from shared memory", caption(image, ""));
+    say(
+      "ok",
+      "Displaying image #" + image.seq + " (" + describe(image) + ") from shared memory segment \"" +
+        state.name + "\", written by " + writer(image),
+    );
   });
 
   // ----- Uploads with progress: the form, drag-and-drop, paste -----
@@ -283,7 +510,7 @@
   /** Sends `file` to `POST /image` and shows what happens, step by step. */
   function upload(file) {
     if (uploading) {
-      say("error", "an upload is still on its way: wait for it to finish, then try again");
+      say("error", "An upload is still on its way: wait for it to finish, then try again");
       return;
     }
     uploading = true;
@@ -306,11 +533,13 @@
     request.addEventListener("load", () => {
       finishUpload();
       if (request.status !== 201) {
-        say("error", errorText(request.status, request.statusText, request.responseText));
+        const message = serverMessage(request.responseText);
+        say("error", name + " was not loaded: " + (message ||
+          "the server refused it without saying why (it answered " + request.status + "); its log may say more"));
         return;
       }
       const stored = JSON.parse(request.responseText);
-      showImage(stored, name + ", image #" + stored.seq, "Image #" + stored.seq + ", " + describe(stored));
+      showImage(stored, name + ", image #" + stored.seq, caption(stored, ""));
       say(
         "ok",
         "Loaded " + name + " (" + describe(stored) + ") into shared memory segment \"" + stored.segment + "\"",
@@ -318,7 +547,8 @@
     });
     request.addEventListener("error", () => {
       finishUpload();
-      say("error", "the upload of " + name + " did not reach the server: check that it is still running, then try again");
+      say("error", name + " was not loaded: it did not reach the server at " + server +
+        ", which may have stopped. Start it again, then load the file again");
     });
     say("idle", "Uploading " + name + " (" + byteCount(file.size) + ")…");
     setProgress(0, file.size);

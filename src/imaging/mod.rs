@@ -12,18 +12,21 @@
 //! - [`sniff`] tells an image from anything else by an upload's first bytes, so a non-image is
 //!   refused before the rest arrives; [`decode_footprint`] says from the header how much memory
 //!   decoding will take, so the server can budget it before it starts.
+//! - [`resize_to_width`] shrinks a raster to the width a page draws it, with a bicubic filter.
 
 mod decode;
 mod encode;
 pub mod formats;
 mod png_filter;
 mod png_writer;
+mod resize;
 mod sniff;
 
 use crate::raster::Raster;
 
 pub use self::decode::decode;
 pub use self::encode::{encode_png, thumbnail_png};
+pub use self::resize::{ResizeError, resize_to_width, scaled_height};
 pub use self::sniff::{SNIFF_LEN, Sniffed, decode_footprint, sniff};
 
 /// Fuzzing entry points: the PNG writer with its pieces made small, for the fuzz target.

@@ -5,13 +5,15 @@
 //! what to do next; internal errors are logged with `tracing::error!` and shown as a plain 500.
 
 use super::AppState;
+use super::units::human_bytes;
 use crate::imaging::{DecodeError, EncodeError};
 use crate::segment::SegmentError;
 use askama::Template;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use std::any::Any;
 
@@ -40,8 +42,9 @@ pub enum AppError {
 
     /// The request body is larger than `--max-upload-bytes`.
     #[error(
-        "the upload is larger than this server's limit of {limit} bytes: send a smaller file, or \
-         start the server with a larger --max-upload-bytes"
+        "the upload is larger than this server's limit of {}: send a smaller file, or start the \
+         server with a larger --max-upload-bytes",
+        human_bytes(*limit as u64)
     )]
     UploadTooLarge { limit: usize },
 
@@ -57,6 +60,13 @@ pub enum AppError {
     #[error(transparent)]
     Encode(#[from] EncodeError),
 
+    /// `GET /image.png?width=` named no usable width.
+    #[error(
+        "the width must be a whole number of pixels from 1 to {max}, not {given:?}: ask for \
+         /image.png?width=1280, say, or for /image.png for the full image"
+    )]
+    BadWidth { given: String, max: u32 },
+
     /// The segment holds no image yet.
     #[error("no image in shared memory segment \"{segment}\" yet: load one first")]
     NoImage { segment: String },
@@ -70,10 +80,12 @@ pub enum AppError {
 
     /// The request names a host this server does not answer to (DNS rebinding protection).
     #[error(
-        "this server answers only to localhost, IP addresses and names given with --allow-host;          {}",
+        "this server answers only to localhost, IP addresses and names given with --allow-host; \
+         {}",
         match host {
             Some(host) => format!(
-                "this request was for {host:?}: open the page through http://localhost or                  127.0.0.1, or start the server with --allow-host {host}"
+                "this request was for {host:?}: open the page through http://localhost or \
+                 http://127.0.0.1, or start the server with --allow-host {host}"
             ),
             None => "this request named no host at all".to_owned(),
         }
@@ -82,9 +94,21 @@ pub enum AppError {
 
     /// A page on another site tried to change the segment's image.
     #[error(
-        "cross-site request refused: a page at {origin} may not change this server's image;          upload through this server's own page, or with curl"
+        "cross-site request refused: a page at {origin} may not change this server's image; \
+         upload through this server's own page, or with curl"
     )]
     CrossSite { origin: String },
+
+    /// The path exists, but not for this method.
+    #[error(
+        "{method} {path} is not something this server does: {path} takes only {allowed} requests"
+    )]
+    MethodNotAllowed {
+        method: Method,
+        path: String,
+        /// The methods the path takes, e.g. "POST" or "GET and HEAD".
+        allowed: String,
+    },
 
     /// The request took longer than `--request-timeout`.
     #[error(
@@ -188,7 +212,9 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::MissingImageField | AppError::MalformedUpload(_) => StatusCode::BAD_REQUEST,
+            AppError::MissingImageField
+            | AppError::MalformedUpload(_)
+            | AppError::BadWidth { .. } => StatusCode::BAD_REQUEST,
             AppError::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Decode(error) => match error {
                 DecodeError::Empty => StatusCode::BAD_REQUEST,
@@ -215,6 +241,7 @@ impl AppError {
             AppError::Encode(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::NoImage { .. } | AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::UnknownHost { .. } => StatusCode::MISDIRECTED_REQUEST,
+            AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::CrossSite { .. } => StatusCode::FORBIDDEN,
             AppError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             AppError::BadHost { .. } => StatusCode::BAD_REQUEST,
@@ -266,14 +293,54 @@ impl AppError {
         }
     }
 
-    /// The error as a page that extends the layout, for browsers.
+    /// A few words for the page's title: what kind of thing went wrong.
+    pub fn title(&self) -> &'static str {
+        match self {
+            AppError::UnsupportedContentType { .. }
+            | AppError::MissingImageField
+            | AppError::MalformedUpload(_)
+            | AppError::UploadTooLarge { .. }
+            | AppError::Decode(_) => "The image was not loaded",
+            AppError::NoImage { .. } => "No image yet",
+            AppError::NotFound { .. } => "Nothing here",
+            AppError::MethodNotAllowed { .. } => "Not something this server does",
+            AppError::UnknownHost { .. } => "Refused: unknown host name",
+            AppError::CrossSite { .. } => "Refused: a request from another site",
+            AppError::RequestTimeout { .. } => "The request took too long",
+            _ if self.status() == StatusCode::INTERNAL_SERVER_ERROR => "The server failed",
+            _ => "That did not work",
+        }
+    }
+
+    /// The error as a page that extends the layout, for browsers: its status line is the message
+    /// as a sentence.
     pub fn into_page(self, segment: &str) -> Response {
+        self.page(segment, None)
+    }
+
+    /// The error of an upload as a page for browsers: "photo.heic was not loaded: ...", naming
+    /// the file when the browser gave its name.
+    pub fn into_upload_page(self, segment: &str, file: Option<&str>) -> Response {
+        let headline = match file {
+            Some(file) => format!("{file} was not loaded"),
+            None => "The image was not loaded".to_owned(),
+        };
+        self.page(segment, Some(headline))
+    }
+
+    fn page(self, segment: &str, headline: Option<String>) -> Response {
         let status = self.status();
+        let message = self.message();
         let page = ErrorPage {
             segment,
             code: status.as_u16(),
-            reason: status.canonical_reason().unwrap_or("Error"),
-            message: self.message(),
+            title: headline.clone().unwrap_or_else(|| self.title().to_owned()),
+            message: if headline.is_some() {
+                message
+            } else {
+                sentence(&message)
+            },
+            headline,
         };
         let response = match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
@@ -306,9 +373,22 @@ impl From<askama::Error> for AppError {
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
     segment: &'a str,
+    /// The HTTP status, in small print for whoever reports the problem: not in the status line.
     code: u16,
-    reason: &'a str,
+    /// The page's title, e.g. "photo.txt was not loaded" or "Nothing here".
+    title: String,
+    /// What failed, when the message alone does not say: "photo.txt was not loaded".
+    headline: Option<String>,
     message: String,
+}
+
+/// `message` with a capital first letter, to stand alone as a sentence.
+fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// Which kind of answer a client wants, from its `Accept` header.
@@ -338,6 +418,58 @@ impl Reply {
             Reply::Json => error.into_response(),
         }
     }
+
+    /// The failure of an upload of `file` the way this client wants it: a page naming the file,
+    /// or JSON.
+    pub fn upload_error(self, error: AppError, state: &AppState, file: Option<&str>) -> Response {
+        match self {
+            Reply::Page => error.into_upload_page(&state.segment_name(), file),
+            Reply::Json => error.into_response(),
+        }
+    }
+}
+
+/// The middleware that gives a `405 Method Not Allowed` a message: the router answers it with
+/// an `Allow` header and no body; this says in words which methods the path takes.
+pub(crate) async fn explain_wrong_method(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let reply = Reply::for_headers(request.headers());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let methods: Vec<&str> = allow
+        .as_ref()
+        .and_then(|allow| allow.to_str().ok())
+        .map(|allow| {
+            allow
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let allowed = match methods.as_slice() {
+        [] => "no method".to_owned(),
+        [only] => (*only).to_owned(),
+        [first @ .., last] => format!("{} and {last}", first.join(", ")),
+    };
+    let error = AppError::MethodNotAllowed {
+        method,
+        path,
+        allowed,
+    };
+    let mut answer = reply.error(error, &state);
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
 }
 
 /// The answer for paths no route matches.

@@ -20,16 +20,18 @@ use super::{AppError, AppState, blocking};
 use crate::imaging;
 use crate::segment::Segment;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tokio::sync::OnceCell;
 
 /// The largest pixel buffer kept between two reads (128 MiB: a 4K RGBA 16-bit image fits);
 /// larger ones are given back to the system after their encode.
-const KEPT_PIXELS_MAX: usize = 128 * 1024 * 1024;
+pub(super) const KEPT_PIXELS_MAX: usize = 128 * 1024 * 1024;
 
 /// A PNG of the segment's image, with the sequence number of the write that stored it.
 #[derive(Debug, Clone)]
@@ -172,17 +174,38 @@ impl PngCache {
     }
 }
 
+/// The query of `GET /image.png`: `?width=N` asks for the image at the width a page draws it
+/// (see [`super::resized`]). Anything else (`seq` and `v`, which pages add so that every image
+/// has its own URL) is ignored.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PngQuery {
+    width: Option<String>,
+}
+
 /// `GET /image.png`.
-pub(crate) async fn serve_png(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn serve_png(
+    State(state): State<AppState>,
+    query: Result<Query<PngQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let query = query.map(|Query(query)| query).unwrap_or_default();
+    match query.width {
+        Some(width) => super::resized::serve(&state, &width, &headers).await,
+        None => serve_full(&state, &headers).await,
+    }
+}
+
+/// The full-size PNG of the segment's image, exactly its pixels.
+pub(crate) async fn serve_full(state: &AppState, headers: &HeaderMap) -> Response {
     let seq = state.segment.seq();
     if seq == 0 {
         let error = AppError::NoImage {
             segment: state.segment_name(),
         };
-        return Reply::for_headers(&headers).error(error, &state);
+        return Reply::for_headers(headers).error(error, state);
     }
     let incarnation = state.segment.incarnation();
-    if if_none_match(&headers, incarnation, seq) {
+    if if_none_match(headers, incarnation, seq) {
         return (StatusCode::NOT_MODIFIED, cache_headers(incarnation, seq)).into_response();
     }
     match state.png.current(&state.segment, state.budget(), seq).await {
@@ -193,7 +216,7 @@ pub(crate) async fn serve_png(State(state): State<AppState>, headers: HeaderMap)
             encoded.png,
         )
             .into_response(),
-        Err(error) => Reply::for_headers(&headers).error(error, &state),
+        Err(error) => Reply::for_headers(headers).error(error, state),
     }
 }
 

@@ -8,9 +8,11 @@
 //! - [`page`]: `GET /`, the page (askama templates in `templates/`).
 //! - [`upload`]: `POST /image`, decoding an upload and writing it into the segment.
 //! - [`image`]: `GET /image.png`, the segment's image encoded once per sequence number.
+//! - [`resized`]: `GET /image.png?width=N`, the image at the width a page draws it.
 //! - [`api`]: `GET /api/segment` and `GET /healthz`.
 //! - [`live`]: `GET /events`, new images pushed to open pages as Server-Sent Events.
-//! - [`assets`]: `GET /static/…`, the stylesheet and the page's script, with caching headers.
+//! - [`assets`]: `GET /static/…` and `/favicon.ico`, the stylesheet, the page's script and its
+//!   icon, built into the binary, with caching headers.
 //! - [`error`]: [`AppError`], every failure with its status and message, as HTML or JSON.
 //! - [`timing`]: `Server-Timing` headers on uploads and PNG reads.
 //! - [`serve`]: the accept loop: connection limits and timeouts, and a shutdown that ends.
@@ -25,8 +27,10 @@ pub mod guard;
 pub mod image;
 pub mod live;
 pub mod page;
+pub mod resized;
 pub mod serve;
 pub mod timing;
+mod units;
 pub mod upload;
 
 pub use error::AppError;
@@ -49,9 +53,6 @@ use tracing::Level;
 /// How long one request may take by default before the server answers 408 Request Timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where the stylesheet and the page's script live: the crate's `static/` folder, found at build time.
-const STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
-
 /// What a server refuses to take in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -73,6 +74,7 @@ pub struct AppState {
     segment: Arc<Segment>,
     limits: Limits,
     png: Arc<image::PngCache>,
+    resized: Arc<resized::ResizedCache>,
     allowed_hosts: Arc<guard::AllowedHosts>,
     last_upload: Arc<Mutex<Option<upload::RecentUpload>>>,
     live: Arc<live::LiveFeed>,
@@ -85,6 +87,7 @@ impl AppState {
         AppState {
             limits,
             png: Arc::new(image::PngCache::default()),
+            resized: Arc::new(resized::ResizedCache::default()),
             allowed_hosts: Arc::new(guard::AllowedHosts::default()),
             last_upload: Arc::new(Mutex::new(None)),
             live: Arc::new(live::LiveFeed::new(&segment)),
@@ -156,18 +159,25 @@ pub fn app(state: AppState) -> Router {
     let upload_limit = DefaultBodyLimit::max(state.limits.max_upload_bytes);
     let guard = axum::middleware::from_fn_with_state(state.clone(), guard::refuse_foreign_requests);
     let time_limit = axum::middleware::from_fn_with_state(state.clone(), guard::limit_request_time);
-    let mut router = Router::new()
+    let router = Router::new()
         .route("/", get(page::show))
         .route("/image", post(upload::receive).layer(upload_limit))
         .route("/image.png", get(image::serve_png))
         .route("/api/segment", get(api::segment))
         .route("/healthz", get(api::healthz))
         .route("/events", get(live::events))
-        .nest_service("/static", assets::service(STATIC_DIR))
+        .route("/static/{name}", get(assets::serve))
+        .route("/favicon.ico", get(assets::favicon))
         .fallback(error::not_found)
         .layer(guard)
         .layer(time_limit)
-        .with_state(state)
+        .with_state(state.clone());
+    // Around the whole router (a layer on it would wrap each route before axum adds `Allow`),
+    // so that a 405 is seen with its `Allow` header and given a message.
+    let explain = axum::middleware::from_fn_with_state(state, error::explain_wrong_method);
+    let mut router = Router::new()
+        .fallback_service(router)
+        .layer(explain)
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
             TraceLayer::new_for_http()

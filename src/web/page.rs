@@ -8,7 +8,8 @@
 //! drag-and-drop and paste. The page tells the script which image it shows (`data-image-id`,
 //! `I-N` as in the ETag and the event ids) and the segment's incarnation (`data-incarnation`).
 
-use super::timestamp::rfc3339;
+use super::resized;
+use super::timestamp::{readable, rfc3339};
 use super::{AppError, AppState, blocking};
 use crate::segment::{ImageInfo, SegmentState};
 use askama::Template;
@@ -52,14 +53,39 @@ struct Status {
 struct Picture {
     /// A URL or a `data:` URI.
     src: String,
+    /// The image at the widths of [`resized::WIDTHS`] below its own, and in full, for the
+    /// browser to choose from by the width it draws and the screen's density; `None` for a
+    /// preview or an image too small to shrink.
+    srcset: Option<String>,
+    /// The width the image will be drawn at, for `srcset`: the column, or the image's own width
+    /// if that is less. The stylesheet also fits it to the window's height.
+    sizes: String,
     /// The full-size image.
     full: String,
     alt: String,
     caption: String,
-    /// Intrinsic size, when `src` is the full image, so the layout does not jump.
-    size: Option<(u32, u32)>,
+    /// The size to draw it at (`width` and `height` attributes, so the layout does not jump):
+    /// its own, or enlarged for a tiny image; `None` for a preview.
+    drawn: Option<(u32, u32)>,
+    /// A tiny image, enlarged with sharp pixels (`image-rendering: pixelated`).
+    tiny: bool,
     /// `I-N`: which image this is, as `/events` names it.
     image_id: String,
+}
+
+/// Images whose longer side is less than this many pixels are drawn enlarged, by a whole
+/// factor, so that a 1x1 image is a visible square and not a dot. The page's script does the
+/// same (`TINY_SIDE` in `static/app.js`).
+pub const TINY_SIDE: u32 = 64;
+
+/// The whole factor a `width` x `height` image is enlarged by: 1 unless it is tiny.
+pub fn enlargement(width: u32, height: u32) -> u32 {
+    let longer = width.max(height).max(1);
+    if longer >= TINY_SIDE {
+        1
+    } else {
+        TINY_SIDE.div_ceil(longer)
+    }
 }
 
 /// The segment's state, ready to print.
@@ -76,7 +102,10 @@ struct ImageFacts {
     size: String,
     color: String,
     bytes: String,
+    /// RFC 3339, for the `datetime` attribute.
     written_at: String,
+    /// What the page shows without JavaScript: `2024-05-01 12:30:05 UTC`.
+    written_at_readable: String,
     writer: String,
 }
 
@@ -157,13 +186,13 @@ fn loaded_view(state: &AppState, snapshot: &SegmentState, seq: u64) -> View {
             match recent.as_ref().and_then(|recent| recent.thumbnail.clone()) {
                 Some(thumbnail) => Picture {
                     src: thumbnail,
+                    srcset: None,
+                    sizes: String::new(),
                     alt: format!("Preview of {name}"),
-                    caption: format!(
-                        "Preview of image #{seq}: open the full {}x{} image",
-                        info.width, info.height
-                    ),
+                    caption: format!("Preview of image #{seq}, {}", describe(info)),
                     full,
-                    size: None,
+                    drawn: None,
+                    tiny: false,
                     image_id: image_id(incarnation, seq),
                 },
                 None => full_picture(info, incarnation, format!("{name}, image #{seq}")),
@@ -227,15 +256,48 @@ fn idle_view(snapshot: &SegmentState) -> View {
     (StatusCode::OK, Status { kind: "idle", text }, None)
 }
 
-/// The full image behind `/image.png`.
+/// The image behind `/image.png`, offered at the widths the page may draw it.
 fn full_picture(info: &ImageInfo, incarnation: u64, alt: String) -> Picture {
+    let factor = enlargement(info.width, info.height);
+    let full = image_url(info.seq);
+    let smaller: Vec<u32> = resized::WIDTHS
+        .into_iter()
+        .filter(|&width| width < info.width)
+        .collect();
+    let srcset = (!smaller.is_empty()).then(|| {
+        smaller
+            .iter()
+            .map(|width| format!("{full}&width={width} {width}w"))
+            .chain([format!("{full} {}w", info.width)])
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    let caption = if factor > 1 {
+        format!(
+            "Image #{}, {}, drawn {factor} times its size",
+            info.seq,
+            describe(info)
+        )
+    } else {
+        format!("Image #{}, {}", info.seq, describe(info))
+    };
     Picture {
         image_id: image_id(incarnation, info.seq),
-        src: image_url(info.seq),
-        full: image_url(info.seq),
+        src: full.clone(),
+        srcset,
+        // The column's width, or the width that the window's height leaves (less about 13rem
+        // above the image), whichever is less: never less than the room, so the stylesheet's
+        // fit decides, but rarely much more.
+        sizes: format!(
+            "min({}px, calc(100vw - 2rem), 62rem, calc((100vh - 13rem) * {:.4}))",
+            info.width,
+            f64::from(info.width) / f64::from(info.height.max(1))
+        ),
+        full,
         alt,
-        caption: format!("Image #{}, {}", info.seq, describe(info)),
-        size: Some((info.width, info.height)),
+        caption,
+        drawn: Some((info.width * factor, info.height * factor)),
+        tiny: factor > 1,
     }
 }
 
@@ -270,6 +332,7 @@ impl From<&SegmentState> for SegmentFacts {
                 color: info.format.to_string(),
                 bytes: byte_count(info.byte_len),
                 written_at: rfc3339(info.written_at),
+                written_at_readable: readable(info.written_at),
                 writer: writer(info),
             }),
             attached: snapshot
@@ -303,6 +366,16 @@ fn byte_count(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiny_images_are_enlarged_by_a_whole_factor_to_at_least_64_pixels() {
+        assert_eq!(enlargement(1, 1), 64);
+        assert_eq!(enlargement(3, 2), 22);
+        assert_eq!(enlargement(40, 30), 2);
+        assert_eq!(enlargement(64, 1), 1);
+        assert_eq!(enlargement(1920, 1080), 1);
+        assert_eq!(enlargement(0, 0), 64);
+    }
 
     #[test]
     fn byte_counts_read_well() {

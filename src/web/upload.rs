@@ -82,54 +82,60 @@ struct LoadedQuery<'a> {
 /// `POST /image`.
 pub(crate) async fn receive(State(state): State<AppState>, request: Request) -> Response {
     let reply = Reply::for_headers(request.headers());
-    match store(&state, request, reply).await {
-        Ok((upload_name, info, timing)) => match reply {
-            Reply::Page => {
-                let query = LoadedQuery {
-                    loaded: info.seq,
-                    name: upload_name.as_deref(),
-                };
-                match serde_urlencoded::to_string(&query) {
-                    Ok(query) => (timing, Redirect::to(&format!("/?{query}"))).into_response(),
-                    Err(error) => reply.error(
-                        AppError::Internal(format!("cannot build the page address: {error}")),
-                        &state,
-                    ),
-                }
+    let mut timing = ServerTiming::new();
+    let received = Instant::now();
+    let upload = match read_upload(&state, request).await {
+        Ok(upload) => upload,
+        Err(error) => return reply.upload_error(error, &state, None),
+    };
+    timing.record_since("receive", received);
+    let upload_name = upload.file_name.clone();
+    let (info, steps) = match store(&state, upload, reply).await {
+        Ok(stored) => stored,
+        Err(error) => return reply.upload_error(error, &state, upload_name.as_deref()),
+    };
+    timing.extend(&steps);
+    match reply {
+        Reply::Page => {
+            let query = LoadedQuery {
+                loaded: info.seq,
+                name: upload_name.as_deref(),
+            };
+            match serde_urlencoded::to_string(&query) {
+                Ok(query) => (timing, Redirect::to(&format!("/?{query}"))).into_response(),
+                Err(error) => reply.error(
+                    AppError::Internal(format!("cannot build the page address: {error}")),
+                    &state,
+                ),
             }
-            Reply::Json => {
-                let stored = Stored {
-                    segment: state.segment_name(),
-                    width: info.width,
-                    height: info.height,
-                    color: info.format.to_string(),
-                    bytes: info.byte_len,
-                    seq: info.seq,
-                };
-                (
-                    StatusCode::CREATED,
-                    timing,
-                    [(header::LOCATION, "/image.png")],
-                    Json(stored),
-                )
-                    .into_response()
-            }
-        },
-        Err(error) => reply.error(error, &state),
+        }
+        Reply::Json => {
+            let stored = Stored {
+                segment: state.segment_name(),
+                width: info.width,
+                height: info.height,
+                color: info.format.to_string(),
+                bytes: info.byte_len,
+                seq: info.seq,
+            };
+            (
+                StatusCode::CREATED,
+                timing,
+                [(header::LOCATION, "/image.png")],
+                Json(stored),
+            )
+                .into_response()
+        }
     }
 }
 
-/// Reads, decodes and writes the upload; returns its file name, what the segment says and how
-/// long each step took.
+/// Decodes the upload and writes it into the segment; returns what the segment says and how
+/// long decoding and writing took.
 async fn store(
     state: &AppState,
-    request: Request,
+    upload: Upload,
     reply: Reply,
-) -> Result<(Option<String>, ImageInfo, ServerTiming), AppError> {
-    let mut timing = ServerTiming::new();
-    let received = Instant::now();
-    let upload = read_upload(state, request).await?;
-    timing.record_since("receive", received);
+) -> Result<(ImageInfo, ServerTiming), AppError> {
     let segment = state.segment.clone();
     let budget = Arc::clone(state.budget());
     let limits = DecodeLimits {
@@ -167,7 +173,6 @@ async fn store(
         Ok((info, thumbnail, steps))
     })
     .await?;
-    timing.extend(&steps);
     if want_thumbnail {
         state.remember_upload(RecentUpload {
             info: info.clone(),
@@ -175,7 +180,7 @@ async fn store(
             file_name: upload.file_name.clone(),
         });
     }
-    Ok((upload.file_name, info, timing))
+    Ok((info, steps))
 }
 
 /// A `data:image/png;base64,...` preview of `raster`, or `None` (logged) if none can be made.

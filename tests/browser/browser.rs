@@ -4,7 +4,6 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
-use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -36,34 +35,21 @@ pub enum Scripts {
     Disabled,
 }
 
-/// The chromedriver for this run, started on first use; `None` (with the reason printed) when
-/// no browser is installed and `SHMIMAGE_REQUIRE_BROWSER` is not `1`.
-pub fn driver() -> Option<&'static Driver> {
+/// The chromedriver for this run, started on first use, or why it cannot run (no browser
+/// installed, chromedriver not listening).
+pub fn driver() -> Result<&'static Driver, String> {
     static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
-    let driver = DRIVER.get_or_init(|| {
-        let started = start_driver();
-        if let Err(reason) = &started
-            && !browser_required()
-        {
-            // Straight to stderr, past the test harness's capture, so `cargo test` shows it.
-            let _ = writeln!(
-                std::io::stderr(),
-                "browser tests skipped: {reason} (install chromium and chromium-driver, or set \
-                 SHMIMAGE_CHROMIUM and SHMIMAGE_CHROMEDRIVER)"
-            );
-        }
-        started
-    });
-    match driver {
-        Ok(driver) => Some(driver),
-        Err(reason) if browser_required() => {
-            panic!("SHMIMAGE_REQUIRE_BROWSER=1, but the browser tests cannot run: {reason}")
-        }
-        Err(_) => None,
-    }
+    DRIVER.get_or_init(start_driver).as_ref().map_err(|reason| {
+        format!(
+            "{reason} (install chromium and chromium-driver, or set SHMIMAGE_CHROMIUM and \
+             SHMIMAGE_CHROMEDRIVER)"
+        )
+    })
 }
 
-fn browser_required() -> bool {
+/// Whether the browser tests must run (`SHMIMAGE_REQUIRE_BROWSER=1`, as in CI): then a missing
+/// browser fails them instead of skipping them.
+pub fn browser_required() -> bool {
     std::env::var("SHMIMAGE_REQUIRE_BROWSER").is_ok_and(|value| value == "1")
 }
 
@@ -129,8 +115,35 @@ impl Driver {
         self.open_sized(scripts, (1200, 900), false).await
     }
 
+    /// A new headless Chromium whose page area (viewport) is exactly `size` CSS pixels, in dark
+    /// mode if `dark`. Sizes narrower than 600 pixels are a phone: Chromium's mobile emulation,
+    /// three device pixels per CSS pixel, as on a current phone.
+    pub async fn open_viewport(&self, scripts: Scripts, size: (u32, u32), dark: bool) -> Window {
+        let phone = size.0 < 600;
+        let window = self.launch(scripts, size, dark, phone).await;
+        if !phone {
+            // The window's outer size includes whatever the browser draws around the page.
+            let inner = window
+                .run("return [innerWidth, innerHeight];", vec![])
+                .await;
+            let inner: (u32, u32) = serde_json::from_value(inner).expect("the viewport's size");
+            if inner != size {
+                window
+                    .client
+                    .set_window_size(2 * size.0 - inner.0, 2 * size.1 - inner.1)
+                    .await
+                    .expect("resize the window");
+            }
+        }
+        window
+    }
+
     /// A new headless Chromium with a window of `size`, in dark mode if `dark`.
     pub async fn open_sized(&self, scripts: Scripts, size: (u32, u32), dark: bool) -> Window {
+        self.launch(scripts, size, dark, false).await
+    }
+
+    async fn launch(&self, scripts: Scripts, size: (u32, u32), dark: bool, phone: bool) -> Window {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let profile = profiles_folder().join(COUNTER.fetch_add(1, Ordering::Relaxed).to_string());
         std::fs::create_dir_all(&profile).expect("create a browser profile folder");
@@ -153,6 +166,11 @@ impl Driver {
             "binary": self.chromium,
             "args": args,
         });
+        if phone {
+            options["mobileEmulation"] = json!({
+                "deviceMetrics": { "width": size.0, "height": size.1, "pixelRatio": 3.0 },
+            });
+        }
         if scripts == Scripts::Disabled {
             options["prefs"] = json!({ "profile.managed_default_content_settings.javascript": 2 });
         }

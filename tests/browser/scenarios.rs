@@ -1,7 +1,7 @@
 //! What a person sees on the page, in a real browser: loading, displaying, live updates,
 //! errors, the page without JavaScript, drag-and-drop and paste, a narrow dark window.
 
-use crate::browser::{Scripts, ShownImage, TestFile, Window, driver};
+use crate::browser::{Driver, Scripts, ShownImage, TestFile, Window};
 use crate::helpers::{assert_same_pixels, encode, fresh_segment, rgb8, spawn_server};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use image::{DynamicImage, GenericImageView, ImageFormat};
@@ -54,9 +54,7 @@ async fn assert_serves(shown: &ShownImage, expected: &DynamicImage) {
     assert_same_pixels(&served, expected);
 }
 
-#[tokio::test]
-async fn an_image_loaded_in_page_a_is_shown_there_and_displayed_in_page_b() {
-    let Some(driver) = driver() else { return };
+pub async fn an_image_loaded_in_page_a_is_shown_there_and_displayed_in_page_b(driver: &Driver) {
     let segment = fresh_segment();
     let a = spawn_server(&segment);
     let b = spawn_server(&segment);
@@ -158,9 +156,9 @@ async fn an_image_loaded_in_page_a_is_shown_there_and_displayed_in_page_b() {
     page_b.close().await;
 }
 
-#[tokio::test]
-async fn with_live_on_page_b_shows_an_image_loaded_elsewhere_within_two_seconds() {
-    let Some(driver) = driver() else { return };
+pub async fn with_live_on_page_b_shows_an_image_loaded_elsewhere_within_two_seconds(
+    driver: &Driver,
+) {
     let segment = fresh_segment();
     let a = spawn_server(&segment);
     let b = spawn_server(&segment);
@@ -205,9 +203,7 @@ async fn with_live_on_page_b_shows_an_image_loaded_elsewhere_within_two_seconds(
     page_b.close().await;
 }
 
-#[tokio::test]
-async fn a_file_that_is_not_an_image_gets_the_servers_message_inline() {
-    let Some(driver) = driver() else { return };
+pub async fn a_file_that_is_not_an_image_gets_the_servers_message_inline(driver: &Driver) {
     let a = spawn_server(&fresh_segment());
     let file = TestFile::new("notes.txt", b"these are words, not pixels\n");
     let page = driver.open(Scripts::Enabled).await;
@@ -218,7 +214,10 @@ async fn a_file_that_is_not_an_image_gets_the_servers_message_inline() {
     let status = page
         .wait_for_status("the file is not an image this server can read")
         .await;
-    assert!(status.starts_with("415"), "{status}");
+    assert!(
+        status.starts_with("notes.txt was not loaded: "),
+        "in words, naming the file: {status}"
+    );
     let class = page.find("#status").await.attr("class").await.unwrap();
     assert_eq!(class.as_deref(), Some("status status-error"));
     let url = page.client.current_url().await.unwrap();
@@ -228,9 +227,7 @@ async fn a_file_that_is_not_an_image_gets_the_servers_message_inline() {
     page.close().await;
 }
 
-#[tokio::test]
-async fn without_javascript_the_plain_forms_still_load_and_display() {
-    let Some(driver) = driver() else { return };
+pub async fn without_javascript_the_plain_forms_still_load_and_display(driver: &Driver) {
     let segment = fresh_segment();
     let a = spawn_server(&segment);
     let b = spawn_server(&segment);
@@ -272,6 +269,12 @@ async fn without_javascript_the_plain_forms_still_load_and_display() {
     let shown = page_b
         .wait_for_image("image #1", |src| src == "/image.png?seq=1")
         .await;
+    let written = page_b.find("#facts time").await.text().await.unwrap();
+    // "2026-11-30 04:58:12 UTC", not "2026-11-30T04:58:12.352Z".
+    assert!(
+        written.ends_with(" UTC") && written.len() == 23 && written.as_bytes()[10] == b' ',
+        "a time people read: {written:?}"
+    );
     assert_eq!((shown.natural_width, shown.natural_height), (64, 48));
     assert_serves(&shown, &picture).await;
     page_b.screenshot("5-without-javascript-displayed").await;
@@ -280,9 +283,7 @@ async fn without_javascript_the_plain_forms_still_load_and_display() {
     page_b.close().await;
 }
 
-#[tokio::test]
-async fn dropping_or_pasting_an_image_onto_the_page_loads_it() {
-    let Some(driver) = driver() else { return };
+pub async fn dropping_or_pasting_an_image_onto_the_page_loads_it(driver: &Driver) {
     let a = spawn_server(&fresh_segment());
     let page = driver.open(Scripts::Enabled).await;
     page.goto(&a.url("/")).await;
@@ -333,9 +334,7 @@ async fn dropping_or_pasting_an_image_onto_the_page_loads_it() {
     page.close().await;
 }
 
-#[tokio::test]
-async fn the_page_fits_a_narrow_window_in_dark_mode() {
-    let Some(driver) = driver() else { return };
+pub async fn the_page_fits_a_narrow_window_in_dark_mode(driver: &Driver) {
     let a = spawn_server(&fresh_segment());
     assert_eq!(
         a.upload(
@@ -383,5 +382,82 @@ async fn the_page_fits_a_narrow_window_in_dark_mode() {
         .await;
     assert_eq!(focused, "live");
     page.screenshot("7-narrow-dark").await;
+    page.close().await;
+}
+
+pub async fn right_after_a_large_upload_the_page_shows_a_loading_state_not_the_old_picture(
+    driver: &Driver,
+) {
+    let a = spawn_server(&fresh_segment());
+    assert_eq!(
+        a.upload(
+            encode(&rgb8(64, 48, 1), ImageFormat::Png),
+            "old.png",
+            "image/png"
+        )
+        .await
+        .status(),
+        201
+    );
+    let page = driver.open(Scripts::Enabled).await;
+    page.goto(&a.url("/")).await;
+    page.wait_for_image("the old picture", |src| src.ends_with("-1"))
+        .await;
+    // Every change of the page is logged with what the picture showed at that moment.
+    page.run(
+        r##"
+        window.shownSteps = [];
+        const note = () => {
+          const figure = document.getElementById("picture");
+          const img = figure && figure.querySelector("img");
+          window.shownSteps.push({
+            status: document.getElementById("status").textContent,
+            loading: !!figure && !!figure.querySelector(".placeholder"),
+            img: img ? img.getAttribute("src") : null,
+            complete: !!img && img.complete && img.naturalWidth > 0,
+          });
+        };
+        new MutationObserver(note).observe(document.querySelector("main"), {
+          subtree: true, childList: true, attributes: true, characterData: true,
+        });
+        "##,
+        vec![],
+    )
+    .await;
+    let large = TestFile::new(
+        "large.jpg",
+        &encode(&rgb8(3840, 2160, 2), ImageFormat::Jpeg),
+    );
+
+    page.load_from_file(&large.path).await;
+
+    page.wait_for_status("Loaded large.jpg (3840x2160").await;
+    page.wait_for_image("the large image", |src| src.ends_with("-2"))
+        .await;
+    let steps = page.run("return window.shownSteps;", vec![]).await;
+    let steps = steps.as_array().expect("the page's steps");
+    let after: Vec<&Value> = steps
+        .iter()
+        .filter(|step| {
+            step["status"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Loaded large.jpg"))
+        })
+        .collect();
+    assert!(!after.is_empty(), "{steps:?}");
+    for step in &after {
+        let new_image_drawn = step["img"].as_str().is_some_and(|src| src.ends_with("-2"))
+            && step["complete"] == json!(true);
+        assert!(
+            step["loading"] == json!(true) || new_image_drawn,
+            "under the new status the page showed {step}: neither a loading state nor the new \
+             image (all steps: {steps:?})"
+        );
+    }
+    assert!(
+        after.iter().any(|step| step["loading"] == json!(true)),
+        "a loading state while the image was on its way: {steps:?}"
+    );
+    page.screenshot("large-upload-drawn").await;
     page.close().await;
 }
