@@ -118,9 +118,10 @@ impl AppError {
             AppError::Segment(error) => match error {
                 SegmentError::TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 SegmentError::OutOfSharedMemory { .. } => StatusCode::INSUFFICIENT_STORAGE,
-                SegmentError::Busy { .. } | SegmentError::Corrupt { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                SegmentError::Busy { .. }
+                | SegmentError::GateBusy { .. }
+                | SegmentError::OutOfMemory { .. }
+                | SegmentError::Corrupt { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 SegmentError::Name(_) | SegmentError::Os { .. } => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

@@ -71,6 +71,65 @@ pub fn leftover_objects(name: &str) -> Vec<String> {
     names
 }
 
+/// The paths of segment `name`'s data objects in /dev/shm, sorted.
+pub fn data_object_paths(name: &str) -> Vec<String> {
+    let control = format!("shmimage.{name}");
+    leftover_objects(name)
+        .into_iter()
+        .filter(|object| *object != control)
+        .map(|object| format!("/dev/shm/{object}"))
+        .collect()
+}
+
+/// Cuts the file at `path` to `len` bytes, as a hostile or careless process could.
+pub fn truncate(path: &str, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"))
+        .set_len(len)
+        .unwrap_or_else(|e| panic!("truncate {path}: {e}"));
+}
+
+/// Takes the gate of segment `name` (an exclusive open-file-description lock on byte 0 of its
+/// control object), as a process stopped inside attach or detach would hold it. Released when
+/// the returned file is dropped.
+pub fn hold_gate(name: &str) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm/shmimage.{name}"))
+        .unwrap();
+    // SAFETY: `struct flock` is plain data; all-zero is valid (l_pid must be 0 for OFD locks).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = 0;
+    lock.l_len = 1;
+    // SAFETY: `lock` is a valid `struct flock` for the duration of the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
+    assert_eq!(rc, 0, "lock the gate: {}", std::io::Error::last_os_error());
+    file
+}
+
+/// Whether `strace` can run here. Tests that inject faults with it are skipped (saying so)
+/// without it, unless `SHMIMAGE_REQUIRE_STRACE=1` (as in CI) makes that a failure.
+pub fn strace_available() -> bool {
+    let works = Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !works {
+        assert!(
+            std::env::var_os("SHMIMAGE_REQUIRE_STRACE").is_none(),
+            "strace is required (SHMIMAGE_REQUIRE_STRACE is set) but cannot run: apt-get install strace"
+        );
+        println!("skipped: strace cannot run here (apt-get install strace)");
+    }
+    works
+}
+
 /// Writes `bytes` at `offset` of segment `name`'s control object, as a hostile process would.
 pub fn overwrite_control(name: &str, offset: u64, bytes: &[u8]) {
     use std::io::{Seek, SeekFrom};
@@ -104,6 +163,10 @@ pub enum Role {
     ReadLoop { run_for: Duration },
     /// In a 2 MiB /dev/shm: write a small image, fail to write a large one, read the small one.
     FullShm,
+    /// Read once and say `read ID`, `read none`, `read small N` or `read failed: ERROR`; exit.
+    TryRead,
+    /// Try to attach; say `attached` (then obey commands) or `attach failed: ERROR` and exit.
+    TryAttach,
 }
 
 impl Role {
@@ -120,6 +183,8 @@ impl Role {
             } => format!("write-loop {first_id} {step} {}", run_for.as_millis()),
             Role::ReadLoop { run_for } => format!("read-loop {}", run_for.as_millis()),
             Role::FullShm => "full-shm".into(),
+            Role::TryRead => "try-read".into(),
+            Role::TryAttach => "try-attach".into(),
         }
     }
 
@@ -140,6 +205,8 @@ impl Role {
                 run_for: Duration::from_millis(num(1)),
             },
             "full-shm" => Role::FullShm,
+            "try-read" => Role::TryRead,
+            "try-attach" => Role::TryAttach,
             other => panic!("unknown role {other}"),
         }
     }
@@ -154,7 +221,25 @@ pub struct Child {
 
 impl Child {
     pub fn spawn(name: &str, role: Role) -> Child {
-        let mut process = child_command()
+        Child::spawn_wrapped(name, role, &[])
+    }
+
+    /// Like [`Child::spawn`], with the child run by `wrapper` (a program and its arguments,
+    /// such as `strace ...`), which is given the child's command line after its own.
+    pub fn spawn_wrapped(name: &str, role: Role, wrapper: &[&str]) -> Child {
+        let mut command = match wrapper.split_first() {
+            None => child_command(),
+            Some((program, args)) => {
+                let inner = child_command();
+                let mut command = Command::new(program);
+                command
+                    .args(args)
+                    .arg(inner.get_program())
+                    .args(inner.get_args());
+                command
+            }
+        };
+        let mut process = command
             .env(ROLE_VAR, role.encode())
             .env(SEGMENT_VAR, name)
             .stdin(Stdio::piped())
@@ -189,6 +274,14 @@ impl Child {
     pub fn expect(&mut self, expected: &str) {
         let said = self.next_line();
         assert_eq!(said, expected, "child {} said something else", self.pid());
+    }
+
+    /// Waits for the child to say something starting with `prefix` and returns the rest.
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        let said = self.next_line();
+        said.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("child said {said:?}, expected \"{prefix}...\""))
+            .to_owned()
     }
 
     /// Waits for the child to say `PREFIX N` and returns N.
@@ -305,8 +398,10 @@ fn obey_commands(segment: Segment) {
                 say(&format!("wrote {id}"));
             }
             ["exit"] => {
-                let last = segment.detach().unwrap();
-                say(&format!("detached last={last}"));
+                match segment.detach() {
+                    Ok(last) => say(&format!("detached last={last}")),
+                    Err(e) => say(&format!("detach failed: {e}")),
+                }
                 return;
             }
             _ => panic!("unknown command {line:?}"),
@@ -319,8 +414,19 @@ pub fn run_child_role() {
     let (Ok(role), Ok(name)) = (std::env::var(ROLE_VAR), std::env::var(SEGMENT_VAR)) else {
         return;
     };
+    let role = Role::decode(&role);
+    if let Role::TryAttach = role {
+        match Segment::attach(config(&name, 100_000_000)) {
+            Ok(segment) => {
+                say("attached");
+                obey_commands(segment);
+            }
+            Err(e) => say(&format!("attach failed: {e}")),
+        }
+        return;
+    }
     let segment = attach(&name);
-    match Role::decode(&role) {
+    match role {
         Role::WriteThenWait { id } => {
             segment.write(&tagged_raster(ImageId(id))).unwrap();
             say(&format!("wrote {id}"));
@@ -334,6 +440,11 @@ pub fn run_child_role() {
             say_read(&segment);
             segment.detach().unwrap();
         }
+        Role::TryRead => match segment.read() {
+            Err(e) => say(&format!("read failed: {e}")),
+            Ok(_) => say_read(&segment),
+        },
+        Role::TryAttach => unreachable!("handled before attaching"),
         Role::WriteThenHoldLock { id } => {
             segment.write(&tagged_raster(ImageId(id))).unwrap();
             let _held = segment.lock_for_test().unwrap();

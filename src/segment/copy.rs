@@ -1,0 +1,198 @@
+//! Copying pixels into and out of shared memory without a data race.
+//!
+//! A reader copies a slot while a writer in another thread or process may be writing the same
+//! bytes (it then notices from the state word and throws its copy away: the seqlock pattern).
+//! In Rust's memory model two such copies are a data race, undefined behaviour, unless both
+//! sides access the shared bytes atomically. So every access to shared pixels here is an
+//! 8-byte-aligned `AtomicU64` load or store with `Relaxed` ordering, which compiles to plain
+//! moves on x86-64 and AArch64; the ordering comes from the state word (release store by the
+//! writer after the copy, acquire fence by the reader after its copy, then the re-check).
+//!
+//! Only whole, aligned words are touched, never single bytes, so no two accesses of different
+//! sizes ever overlap (mixed-size atomic accesses are not allowed to race either). The last
+//! word of an image whose length is not a multiple of 8 is written with zeros after the image
+//! and read whole; the slot's capacity is a multiple of 8 (see [`covered_len`]), so that word
+//! lies inside the data object.
+//!
+//! Large writes use non-temporal stores on x86-64 (see [`store_words`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const WORD: usize = size_of::<u64>();
+
+/// How many bytes of shared memory a copy of `len` bytes touches: `len` rounded up to whole
+/// words.
+pub fn covered_len(len: usize) -> usize {
+    len.next_multiple_of(WORD)
+}
+
+/// Copies `len` bytes of shared memory at `src` into `dst`, replacing its contents. `dst` must
+/// already have room for `len` bytes (the caller allocates fallibly); it is not reallocated.
+///
+/// # Safety
+///
+/// `src` must be 8-byte aligned and valid for reads of [`covered_len`]`(len)` bytes for the
+/// whole call, and every concurrent write to those bytes, by any thread or process, must be an
+/// atomic store of an aligned 8-byte word (as [`store_from`] does). The bytes read may be torn
+/// between writes: the caller must check afterwards, through the state word, that nobody
+/// wrote, and discard the copy otherwise.
+pub unsafe fn load_into(src: *const u8, len: usize, dst: &mut Vec<u8>) {
+    debug_assert!(src.addr().is_multiple_of(WORD));
+    assert!(
+        dst.capacity() >= len,
+        "the caller reserves room for the copy"
+    );
+    dst.clear();
+    let words = src.cast::<AtomicU64>();
+    let out = dst.as_mut_ptr();
+    let whole = len / WORD;
+    for i in 0..whole {
+        // SAFETY: word `i` lies inside the source (i < whole <= covered_len / 8), is aligned
+        // (src is), and is only ever accessed atomically (the caller's contract); `out + 8 i`
+        // is inside dst's reserved capacity (8 i + 8 <= len), written unaligned.
+        unsafe {
+            let word = (*words.add(i)).load(Ordering::Relaxed);
+            out.add(i * WORD).cast::<u64>().write_unaligned(word);
+        }
+    }
+    let tail = len % WORD;
+    if tail != 0 {
+        // SAFETY: the last, partial word lies inside covered_len(len) bytes of the source; only
+        // its first `tail` bytes are copied, into the last `tail` bytes of dst's capacity.
+        unsafe {
+            let word = (*words.add(whole)).load(Ordering::Relaxed).to_ne_bytes();
+            std::ptr::copy_nonoverlapping(word.as_ptr(), out.add(whole * WORD), tail);
+        }
+    }
+    // SAFETY: the first `len` bytes of dst's capacity were initialised above.
+    unsafe { dst.set_len(len) };
+}
+
+/// Copies `src` into shared memory at `dst`. Bytes after `src.len()` up to the next whole word
+/// are set to zero.
+///
+/// # Safety
+///
+/// `dst` must be 8-byte aligned and valid for writes of [`covered_len`]`(src.len())` bytes for
+/// the whole call, and every concurrent access to those bytes must be an atomic access of an
+/// aligned 8-byte word (as [`load_into`] does). Nobody may rely on the bytes until the writer
+/// publishes them with a release store after this call returns.
+pub unsafe fn store_from(src: &[u8], dst: *mut u8) {
+    debug_assert!(dst.addr().is_multiple_of(WORD));
+    let words = dst.cast::<AtomicU64>();
+    let whole = src.len() / WORD;
+    // SAFETY: forwarded from the caller: `whole` words at `dst` are valid, aligned and only
+    // accessed atomically.
+    unsafe { store_words(src.as_ptr(), words, whole) };
+    let tail = src.len() % WORD;
+    if tail != 0 {
+        let mut word = [0u8; WORD];
+        word[..tail].copy_from_slice(&src[whole * WORD..]);
+        // SAFETY: the last, partial word lies inside covered_len(src.len()) bytes of dst.
+        unsafe { (*words.add(whole)).store(u64::from_ne_bytes(word), Ordering::Relaxed) };
+    }
+}
+
+/// Copies at least this many bytes with non-temporal stores (x86-64): they bypass the cache,
+/// which for a copy much larger than the cache saves reading the destination's lines in first.
+/// Below it, a copy may still be in cache when a reader asks for it.
+const STREAM_FROM: usize = 1 << 20;
+
+/// Stores `count` words read (unaligned) from `src` into the atomic words at `dst`.
+///
+/// # Safety
+///
+/// `src` must be valid for reads of `count * 8` bytes; `dst` must be aligned and valid for
+/// `count` words, each only ever accessed atomically.
+unsafe fn store_words(src: *const u8, dst: *const AtomicU64, count: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if count * WORD >= STREAM_FROM {
+        // SAFETY: forwarded from the caller.
+        unsafe { stream_words(src, dst, count) };
+        return;
+    }
+    for i in 0..count {
+        // SAFETY: forwarded from the caller: word `i` is inside both ranges.
+        unsafe {
+            let word = src.add(i * WORD).cast::<u64>().read_unaligned();
+            (*dst.add(i)).store(word, Ordering::Relaxed);
+        }
+    }
+}
+
+/// [`store_words`] with `movnti`, x86-64's non-temporal store of one 8-byte register, followed
+/// by `sfence`.
+///
+/// Each `movnti` is a single aligned 8-byte store, which x86-64 performs atomically: to other
+/// threads and processes it is exactly an `AtomicU64` relaxed store, except that non-temporal
+/// stores may become visible out of order with later ordinary stores. The closing `sfence`
+/// orders all of them before anything this thread stores afterwards, in particular before the
+/// writer's release store of the state word, so the seqlock's ordering holds unchanged. (The
+/// words are stored from inline assembly because Rust has no atomic non-temporal store;
+/// assembly's accesses are the machine's, which is what the atomicity argument is about.)
+///
+/// # Safety
+///
+/// As [`store_words`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn stream_words(src: *const u8, dst: *const AtomicU64, count: usize) {
+    let mut i = 0;
+    while i < count {
+        // SAFETY: word `i` is inside both ranges (caller's contract); `dst + i` is aligned.
+        // The assembly reads nothing but its register operands and stores one word.
+        unsafe {
+            let word = src.add(i * WORD).cast::<u64>().read_unaligned();
+            std::arch::asm!(
+                "movnti qword ptr [{dst}], {word}",
+                dst = in(reg) dst.add(i),
+                word = in(reg) word,
+                options(nostack, preserves_flags),
+            );
+        }
+        i += 1;
+    }
+    // SAFETY: `sfence` only orders this thread's earlier stores; it touches no memory.
+    unsafe { std::arch::asm!("sfence", options(nostack, preserves_flags)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Eight-byte-aligned shared memory stand-in.
+    fn words(len: usize) -> Vec<AtomicU64> {
+        (0..covered_len(len) / WORD)
+            .map(|_| AtomicU64::new(u64::MAX))
+            .collect()
+    }
+
+    #[test]
+    fn every_length_round_trips_and_the_tail_is_zero_filled() {
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 4095, 4096, 4097, STREAM_FROM + 3] {
+            let source: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+            let shared = words(len);
+            let base = shared.as_ptr().cast::<u8>().cast_mut();
+            // SAFETY: `shared` holds covered_len(len) bytes of aligned atomic words.
+            unsafe { store_from(&source, base) };
+            if len % WORD != 0 {
+                let last = shared.last().unwrap().load(Ordering::Relaxed).to_ne_bytes();
+                assert!(last[len % WORD..].iter().all(|&b| b == 0), "len {len}");
+            }
+            let mut out = Vec::with_capacity(len);
+            out.extend_from_slice(b"old");
+            out.reserve(len);
+            // SAFETY: as above; nothing writes concurrently.
+            unsafe { load_into(base, len, &mut out) };
+            assert_eq!(out, source, "len {len}");
+        }
+    }
+
+    #[test]
+    fn covered_lengths_are_whole_words() {
+        assert_eq!(covered_len(0), 0);
+        assert_eq!(covered_len(1), 8);
+        assert_eq!(covered_len(8), 8);
+        assert_eq!(covered_len(33_177_600), 33_177_600);
+        assert_eq!(covered_len(33_177_601), 33_177_608);
+    }
+}
