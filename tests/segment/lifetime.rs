@@ -4,7 +4,7 @@
 
 use crate::images::{ImageId, tagged_raster};
 use crate::support::{
-    Child, Role, attach, data_object_paths, fresh_name, hold_gate, leftover_objects,
+    self, Child, Role, attach, data_object_paths, fresh_name, hold_gate, leftover_objects,
     strace_available,
 };
 use std::time::{Duration, Instant};
@@ -143,4 +143,38 @@ fn a_process_still_registering_is_never_listed_under_a_dead_ones_name() {
         std::thread::sleep(Duration::from_millis(5));
     }
     slow.expect("read none");
+}
+
+#[test]
+fn a_writer_whose_wall_clock_is_an_hour_behind_still_waits_for_the_lock() {
+    let Some(faketime) = support::libfaketime() else {
+        return;
+    };
+    let name = fresh_name();
+    let parent = attach(&name);
+    parent.write(&tagged_raster(ImageId(20))).unwrap();
+    let mut holder = Child::spawn(&name, Role::HoldLockUntilTold);
+    holder.expect("holding the lock");
+    // A process that sees the wall clock an hour behind (as after the clock was set back) asks
+    // for the lock while another holds it, for well under the lock's 10 s timeout.
+    let mut writer = Child::spawn_with(
+        &name,
+        Role::ReadThenWait,
+        &[],
+        &[
+            ("LD_PRELOAD", faketime),
+            ("FAKETIME", "-1h"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    writer.expect("read 20");
+    writer.send("try-write 21");
+    std::thread::sleep(Duration::from_millis(500));
+    holder.send("release");
+    holder.expect("released");
+    writer.expect("wrote 21");
+    assert_eq!(
+        parent.read().unwrap().unwrap().raster,
+        tagged_raster(ImageId(21))
+    );
 }

@@ -113,6 +113,21 @@ pub fn hold_gate(name: &str) -> std::fs::File {
     file
 }
 
+/// libfaketime, which makes a process see the wall clock shifted (Debian: apt-get install
+/// faketime). Skipped, saying so, without it, unless `SHMIMAGE_REQUIRE_FAKETIME=1` (as in CI).
+pub fn libfaketime() -> Option<&'static str> {
+    const PATH: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    if std::path::Path::new(PATH).exists() {
+        return Some(PATH);
+    }
+    assert!(
+        std::env::var_os("SHMIMAGE_REQUIRE_FAKETIME").is_none(),
+        "libfaketime is required (SHMIMAGE_REQUIRE_FAKETIME is set) but missing: apt-get install faketime"
+    );
+    println!("skipped: no libfaketime here (apt-get install faketime)");
+    None
+}
+
 /// Whether `strace` can run here. Tests that inject faults with it are skipped (saying so)
 /// without it, unless `SHMIMAGE_REQUIRE_STRACE=1` (as in CI) makes that a failure.
 pub fn strace_available() -> bool {
@@ -152,6 +167,9 @@ pub enum Role {
     ReadOnce,
     /// Write image `id`, take the lock, say `holding the lock`, sleep until killed.
     WriteThenHoldLock { id: u64 },
+    /// Take the lock, say `holding the lock`, release it at the next line on stdin, say
+    /// `released`, exit.
+    HoldLockUntilTold,
     /// Say `writing`, write images `first_id + k * step` (eight of them, in turn) until
     /// `run_for` passes, then say `writes N`. (Two large images instead of eight.)
     WriteLoop {
@@ -176,6 +194,7 @@ impl Role {
             Role::ReadThenWait => "read-then-wait".into(),
             Role::ReadOnce => "read-once".into(),
             Role::WriteThenHoldLock { id } => format!("write-then-hold-lock {id}"),
+            Role::HoldLockUntilTold => "hold-lock-until-told".into(),
             Role::WriteLoop {
                 first_id,
                 step,
@@ -196,6 +215,7 @@ impl Role {
             "read-then-wait" => Role::ReadThenWait,
             "read-once" => Role::ReadOnce,
             "write-then-hold-lock" => Role::WriteThenHoldLock { id: num(1) },
+            "hold-lock-until-told" => Role::HoldLockUntilTold,
             "write-loop" => Role::WriteLoop {
                 first_id: num(1),
                 step: num(2),
@@ -227,6 +247,11 @@ impl Child {
     /// Like [`Child::spawn`], with the child run by `wrapper` (a program and its arguments,
     /// such as `strace ...`), which is given the child's command line after its own.
     pub fn spawn_wrapped(name: &str, role: Role, wrapper: &[&str]) -> Child {
+        Child::spawn_with(name, role, wrapper, &[])
+    }
+
+    /// Like [`Child::spawn_wrapped`], with environment variables `envs` for the child.
+    pub fn spawn_with(name: &str, role: Role, wrapper: &[&str], envs: &[(&str, &str)]) -> Child {
         let mut command = match wrapper.split_first() {
             None => child_command(),
             Some((program, args)) => {
@@ -240,6 +265,7 @@ impl Child {
             }
         };
         let mut process = command
+            .envs(envs.iter().copied())
             .env(ROLE_VAR, role.encode())
             .env(SEGMENT_VAR, name)
             .stdin(Stdio::piped())
@@ -385,7 +411,8 @@ fn say_read(segment: &Segment) {
     }
 }
 
-/// Obeys `read`, `write N` and `exit` from stdin until it closes.
+/// Obeys `read`, `write N`, `try-write N` (says `write failed: ERROR` instead of failing) and
+/// `exit` from stdin until it closes.
 fn obey_commands(segment: Segment) {
     for line in std::io::stdin().lines() {
         let line = line.unwrap();
@@ -396,6 +423,13 @@ fn obey_commands(segment: Segment) {
                 let id = id.parse().unwrap();
                 segment.write(&tagged_raster(ImageId(id))).unwrap();
                 say(&format!("wrote {id}"));
+            }
+            ["try-write", id] => {
+                let id = id.parse().unwrap();
+                match segment.write(&tagged_raster(ImageId(id))) {
+                    Ok(_) => say(&format!("wrote {id}")),
+                    Err(e) => say(&format!("write failed: {e}")),
+                }
             }
             ["exit"] => {
                 match segment.detach() {
@@ -439,6 +473,14 @@ pub fn run_child_role() {
         Role::ReadOnce => {
             say_read(&segment);
             segment.detach().unwrap();
+        }
+        Role::HoldLockUntilTold => {
+            let held = segment.lock_for_test().unwrap();
+            say("holding the lock");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+            drop(held);
+            say("released");
         }
         Role::TryRead => match segment.read() {
             Err(e) => say(&format!("read failed: {e}")),
