@@ -5,6 +5,8 @@
 //!
 //! - `write`: [`Segment::write`] of the raster (lock, copy into the inactive slot, publish).
 //! - `read`: [`Segment::read`], which returns a freshly allocated raster each time.
+//! - `read_into`: [`Segment::read_into`] a kept buffer, as `GET /image.png` reads: no
+//!   allocation and no page faults of fresh memory.
 //! - `memcpy`: `copy_from_slice` into a preallocated buffer: the floor for any copy.
 //! - `alloc_copy`: `to_vec()`, a fresh allocation plus the copy, which is what a read has to do
 //!   besides its checks. `alloc_copy - memcpy` is the price of allocating and page-faulting new
@@ -80,6 +82,17 @@ fn segment_copies(c: &mut Criterion) {
         segment.write(&raster).expect("segment write");
         group.bench_function("read", |b| {
             b.iter(|| segment.read().expect("segment read").expect("an image"))
+        });
+        let mut kept = Some(Vec::new());
+        group.bench_function("read_into", |b| {
+            b.iter(|| {
+                let buffer = kept.take().unwrap_or_default();
+                let stored = segment
+                    .read_into(buffer)
+                    .expect("segment read")
+                    .expect("an image");
+                kept = Some(stored.raster.into_pixels());
+            })
         });
         let source = raster.pixels();
         let mut target = vec![0u8; source.len()];

@@ -14,7 +14,10 @@
 //! and read whole; the slot's capacity is a multiple of 8 (see [`covered_len`]), so that word
 //! lies inside the data object.
 //!
-//! Large writes use non-temporal stores on x86-64 (see [`store_words`]).
+//! Relaxed word loads and stores cost nothing measurable against `memcpy`: the copy of a large
+//! image is bound by memory bandwidth, not by instructions (see `benches/segment.rs` and
+//! docs/PERFORMANCE.md). Non-temporal stores were tried for the writer and were no faster
+//! here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -93,11 +96,6 @@ pub unsafe fn store_from(src: &[u8], dst: *mut u8) {
     }
 }
 
-/// Copies at least this many bytes with non-temporal stores (x86-64): they bypass the cache,
-/// which for a copy much larger than the cache saves reading the destination's lines in first.
-/// Below it, a copy may still be in cache when a reader asks for it.
-const STREAM_FROM: usize = 1 << 20;
-
 /// Stores `count` words read (unaligned) from `src` into the atomic words at `dst`.
 ///
 /// # Safety
@@ -105,12 +103,6 @@ const STREAM_FROM: usize = 1 << 20;
 /// `src` must be valid for reads of `count * 8` bytes; `dst` must be aligned and valid for
 /// `count` words, each only ever accessed atomically.
 unsafe fn store_words(src: *const u8, dst: *const AtomicU64, count: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if count * WORD >= STREAM_FROM {
-        // SAFETY: forwarded from the caller.
-        unsafe { stream_words(src, dst, count) };
-        return;
-    }
     for i in 0..count {
         // SAFETY: forwarded from the caller: word `i` is inside both ranges.
         unsafe {
@@ -118,41 +110,6 @@ unsafe fn store_words(src: *const u8, dst: *const AtomicU64, count: usize) {
             (*dst.add(i)).store(word, Ordering::Relaxed);
         }
     }
-}
-
-/// [`store_words`] with `movnti`, x86-64's non-temporal store of one 8-byte register, followed
-/// by `sfence`.
-///
-/// Each `movnti` is a single aligned 8-byte store, which x86-64 performs atomically: to other
-/// threads and processes it is exactly an `AtomicU64` relaxed store, except that non-temporal
-/// stores may become visible out of order with later ordinary stores. The closing `sfence`
-/// orders all of them before anything this thread stores afterwards, in particular before the
-/// writer's release store of the state word, so the seqlock's ordering holds unchanged. (The
-/// words are stored from inline assembly because Rust has no atomic non-temporal store;
-/// assembly's accesses are the machine's, which is what the atomicity argument is about.)
-///
-/// # Safety
-///
-/// As [`store_words`].
-#[cfg(target_arch = "x86_64")]
-unsafe fn stream_words(src: *const u8, dst: *const AtomicU64, count: usize) {
-    let mut i = 0;
-    while i < count {
-        // SAFETY: word `i` is inside both ranges (caller's contract); `dst + i` is aligned.
-        // The assembly reads nothing but its register operands and stores one word.
-        unsafe {
-            let word = src.add(i * WORD).cast::<u64>().read_unaligned();
-            std::arch::asm!(
-                "movnti qword ptr [{dst}], {word}",
-                dst = in(reg) dst.add(i),
-                word = in(reg) word,
-                options(nostack, preserves_flags),
-            );
-        }
-        i += 1;
-    }
-    // SAFETY: `sfence` only orders this thread's earlier stores; it touches no memory.
-    unsafe { std::arch::asm!("sfence", options(nostack, preserves_flags)) };
 }
 
 #[cfg(test)]
@@ -168,7 +125,7 @@ mod tests {
 
     #[test]
     fn every_length_round_trips_and_the_tail_is_zero_filled() {
-        for len in [0, 1, 7, 8, 9, 15, 16, 17, 4095, 4096, 4097, STREAM_FROM + 3] {
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 4095, 4096, 4097, (1 << 20) + 3] {
             let source: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
             let shared = words(len);
             let base = shared.as_ptr().cast::<u8>().cast_mut();
