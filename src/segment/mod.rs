@@ -472,9 +472,9 @@ impl Segment {
         let new_seq = if seq >= MAX_SEQ { 1 } else { seq + 1 };
         let len = raster.pixels().len() as u64;
         let data = self.slot_storage(&guard, target, len)?;
-        // SAFETY: `slot_storage` checked that the object and our mapping of it hold at least
-        // DATA_OFFSET + covered_len(len) bytes (its capacity, a multiple of the granule), and
-        // the pixels start page-aligned. Every access to a slot's pixels, in any process, is
+        // SAFETY: `slot_storage` returned an object whose file and our mapping of it hold at
+        // least DATA_OFFSET + capacity bytes, with capacity >= covered_len(len), and the pixels
+        // start page-aligned. Every access to a slot's pixels, in any process, is
         // an aligned atomic word (see `copy`). Only lock holders write a slot, and `target` is
         // not the published one, so no reader uses these bytes before the state word below
         // publishes them; a reader still copying from it sees `state` change and retries.
