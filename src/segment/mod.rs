@@ -318,9 +318,9 @@ pub struct Segment {
 }
 
 // SAFETY: the raw pointers inside (`control`'s mapping and the mutex pointer into it) point into
-// a MAP_SHARED mapping owned by this value, usable from any thread. Shared state is only touched
-// through atomics, the process-shared mutex, and raw copies whose races are resolved by the
-// state-word protocol described in the module docs, exactly as between processes.
+// a MAP_SHARED mapping owned by this value, usable from any thread. Shared memory is only
+// touched through atomics (header fields, and pixels in whole atomic words: see `copy`) and the
+// process-shared mutex, exactly as between processes.
 unsafe impl Send for Segment {}
 // SAFETY: see `Send`; every `&self` method is safe to call concurrently (the data-object cache
 // is behind a `Mutex`, and the robust mutex serialises writers across threads and processes).
