@@ -185,6 +185,8 @@ pub enum Role {
     TryRead,
     /// Try to attach; say `attached` (then obey commands) or `attach failed: ERROR` and exit.
     TryAttach,
+    /// [`Role::TryRead`] in a process that accepts images of any number of pixels.
+    TryReadWithoutPixelLimit,
 }
 
 impl Role {
@@ -204,6 +206,7 @@ impl Role {
             Role::FullShm => "full-shm".into(),
             Role::TryRead => "try-read".into(),
             Role::TryAttach => "try-attach".into(),
+            Role::TryReadWithoutPixelLimit => "try-read-without-pixel-limit".into(),
         }
     }
 
@@ -227,6 +230,7 @@ impl Role {
             "full-shm" => Role::FullShm,
             "try-read" => Role::TryRead,
             "try-attach" => Role::TryAttach,
+            "try-read-without-pixel-limit" => Role::TryReadWithoutPixelLimit,
             other => panic!("unknown role {other}"),
         }
     }
@@ -459,7 +463,11 @@ pub fn run_child_role() {
         }
         return;
     }
-    let segment = attach(&name);
+    let max_pixels = match role {
+        Role::TryReadWithoutPixelLimit => u64::MAX,
+        _ => 100_000_000,
+    };
+    let segment = Segment::attach(config(&name, max_pixels)).unwrap();
     match role {
         Role::WriteThenWait { id } => {
             segment.write(&tagged_raster(ImageId(id))).unwrap();
@@ -482,7 +490,7 @@ pub fn run_child_role() {
             drop(held);
             say("released");
         }
-        Role::TryRead => match segment.read() {
+        Role::TryRead | Role::TryReadWithoutPixelLimit => match segment.read() {
             Err(e) => say(&format!("read failed: {e}")),
             Ok(_) => say_read(&segment),
         },
