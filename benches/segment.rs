@@ -5,7 +5,13 @@
 //!
 //! - `write`: [`Segment::write`] of the raster (lock, copy into the inactive slot, publish).
 //! - `read`: [`Segment::read`], which returns a freshly allocated raster each time.
+//! - `read_into`: [`Segment::read_into`] a kept buffer, as `GET /image.png` reads: no
+//!   allocation and no page faults of fresh memory.
 //! - `memcpy`: `copy_from_slice` into a preallocated buffer: the floor for any copy.
+//! - `memcpy_alternating`: the same into two preallocated buffers in turn, as `write`
+//!   alternates between the segment's two slots. For images that fit the cache (up to about
+//!   1920x1080 here) `memcpy` keeps its one target cached and is the harder bar; for 3840x2160
+//!   every case streams through memory and the two agree.
 //! - `alloc_copy`: `to_vec()`, a fresh allocation plus the copy, which is what a read has to do
 //!   besides its checks. `alloc_copy - memcpy` is the price of allocating and page-faulting new
 //!   memory.
@@ -81,10 +87,29 @@ fn segment_copies(c: &mut Criterion) {
         group.bench_function("read", |b| {
             b.iter(|| segment.read().expect("segment read").expect("an image"))
         });
+        let mut kept = Some(Vec::new());
+        group.bench_function("read_into", |b| {
+            b.iter(|| {
+                let buffer = kept.take().unwrap_or_default();
+                let stored = segment
+                    .read_into(buffer)
+                    .expect("segment read")
+                    .expect("an image");
+                kept = Some(stored.raster.into_pixels());
+            })
+        });
         let source = raster.pixels();
         let mut target = vec![0u8; source.len()];
         group.bench_function("memcpy", |b| {
             b.iter(|| target.copy_from_slice(black_box(source)))
+        });
+        let mut targets = [vec![0u8; source.len()], vec![0u8; source.len()]];
+        let mut next = 0;
+        group.bench_function("memcpy_alternating", |b| {
+            b.iter(|| {
+                next ^= 1;
+                targets[next].copy_from_slice(black_box(source))
+            })
         });
         group.bench_function("alloc_copy", |b| b.iter(|| black_box(source).to_vec()));
         group.finish();

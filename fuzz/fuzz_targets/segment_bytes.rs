@@ -1,5 +1,6 @@
 //! Arbitrary bytes as a segment's header and slot record: the checks must never panic, and
-//! whatever they accept must be safe to copy (length matches the dimensions, fits the slot).
+//! whatever they accept must be safe to copy (length matches the dimensions, fits the slot in
+//! whole 8-byte words).
 
 #![no_main]
 
@@ -27,6 +28,8 @@ fuzz_target!(|data: &[u8]| {
         let expected = image.format.byte_len(image.width, image.height);
         assert_eq!(expected, Some(image.byte_len));
         assert!(image.byte_len <= image.capacity && image.capacity <= max_capacity);
+        // Copies touch whole 8-byte words: the last one must fit the slot too.
+        assert!(image.byte_len.next_multiple_of(8) <= image.capacity);
         assert!(image.width > 0 && image.height > 0);
         assert!(image.writer_label.len() <= 3 * 48);
     }

@@ -43,6 +43,28 @@ pub enum SegmentError {
     )]
     Busy { name: String, waited: Duration },
 
+    /// Another process held the gate that attaching and detaching go through for too long:
+    /// a process stopped (SIGSTOP, a debugger) or stuck while attaching or detaching.
+    #[error(
+        "another process has been attaching to or detaching from the shared-memory segment \
+         {name:?} for {waited:?} without finishing: it holds the segment's attach lock (byte 0 \
+         of /dev/shm{os_name}); look for a stopped or stuck process (`fuser -v \
+         /dev/shm{os_name}` lists those that have it open), end it, and try again"
+    )]
+    GateBusy {
+        name: String,
+        os_name: String,
+        waited: Duration,
+    },
+
+    /// This process could not allocate the memory to copy the segment's image out.
+    #[error(
+        "this server cannot allocate {} to copy the image out of the shared-memory segment \
+         {name:?}; free memory on this machine, or load a smaller image",
+        human_bytes(*bytes)
+    )]
+    OutOfMemory { name: String, bytes: u64 },
+
     /// The segment's bytes break the layout's rules: another program wrote them, or a
     /// different version of shmimage made the segment.
     #[error(
@@ -102,14 +124,54 @@ pub enum Corruption {
     },
     #[error("its image of {len} bytes does not fit a slot of {capacity} bytes")]
     ExceedsCapacity { len: u64, capacity: u64 },
-    #[error("its image is {pixels} pixels, more than the limit of {max_pixels}")]
+    #[error(
+        "its image is {pixels} pixels, more than this server's limit of {max_pixels} pixels \
+         (--max-pixels)"
+    )]
     ExceedsPixelLimit { pixels: u64, max_pixels: u64 },
     #[error("its data generation {generation} is missing or does not match")]
     BadGeneration { generation: u32 },
     #[error("it publishes image {published} but the slot holds image {slot}")]
     SeqMismatch { published: u64, slot: u64 },
+    #[error(
+        "it changed from image {before} to image {after} while this server held its lock: \
+         another program writes it without taking the lock"
+    )]
+    ChangedUnderLock { before: u64, after: u64 },
     #[error("another process truncated it under this server")]
     Truncated,
     #[error("its lock cannot be recovered")]
     LockUnrecoverable,
+}
+
+/// `bytes` for people: "512 bytes", "33.2 MB (31.6 MiB)", "1.1 TB (1.0 TiB)".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, &str); 4] = [("kB", "KiB"), ("MB", "MiB"), ("GB", "GiB"), ("TB", "TiB")];
+    if bytes < 1000 {
+        return format!("{bytes} bytes");
+    }
+    let (mut decimal, mut binary) = (bytes as f64 / 1000.0, bytes as f64 / 1024.0);
+    let mut unit = 0;
+    while decimal >= 1000.0 && unit + 1 < UNITS.len() {
+        decimal /= 1000.0;
+        binary /= 1024.0;
+        unit += 1;
+    }
+    format!(
+        "{decimal:.1} {} ({binary:.1} {})",
+        UNITS[unit].0, UNITS[unit].1
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_read_in_both_units() {
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(33_177_600), "33.2 MB (31.6 MiB)");
+        assert_eq!(human_bytes(1 << 40), "1.1 TB (1.0 TiB)");
+        assert_eq!(human_bytes(u64::MAX), "18446744.1 TB (16777216.0 TiB)");
+    }
 }

@@ -15,8 +15,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 pub const CONTROL_MAGIC: u64 = u64::from_le_bytes(*b"SHMIMAGE");
 /// "SHMIDATA" in the first eight bytes of every data object.
 pub const DATA_MAGIC: u64 = u64::from_le_bytes(*b"SHMIDATA");
-/// Bumped whenever the layout changes; a segment of another version is refused.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Bumped whenever the layout or the protocol changes; a segment of another version is
+/// refused (and re-initialised by the first process to attach when no other is attached).
+///
+/// Version 2: registry entries are locked shared once registered (exclusive while being filled
+/// in); pixels are copied in aligned 8-byte words, the last one zero-padded; a last detacher
+/// clears `ready` before removing the objects.
+pub const LAYOUT_VERSION: u32 = 2;
 /// The value of `ready` once the creator has initialised the header and its lock.
 pub const READY: u32 = 0x5245_4459; // "READ" + "Y": anything but 0 and garbage-likely values
 /// How many attached processes the registry can name.
@@ -318,7 +323,8 @@ impl SlotFields {
                 expected,
             });
         }
-        if self.byte_len > self.capacity {
+        // Copies touch whole 8-byte words (see `copy`), so the last partial word must fit too.
+        if self.byte_len.next_multiple_of(8) > self.capacity {
             return Err(Corruption::ExceedsCapacity {
                 len: self.byte_len,
                 capacity: self.capacity,
@@ -569,6 +575,26 @@ mod tests {
             s.validate(7, 32),
             Err(Corruption::ExceedsCapacity { .. })
         ));
+        // 3x1 RGB8 is 9 bytes, but copies touch two whole words: 16 bytes.
+        let odd = SlotFields {
+            width: 3,
+            height: 1,
+            byte_len: 9,
+            capacity: 12,
+            ..s
+        };
+        assert!(matches!(
+            odd.validate(7, 1 << 20),
+            Err(Corruption::ExceedsCapacity {
+                len: 9,
+                capacity: 12
+            })
+        ));
+        let odd = SlotFields {
+            capacity: 16,
+            ..odd
+        };
+        assert!(odd.validate(7, 1 << 20).is_ok());
     }
 
     #[test]
@@ -599,6 +625,184 @@ mod tests {
         ));
         let bad = DataFields { magic: 1, ..d };
         assert!(bad.validate(3, 100, DATA_OFFSET + 100).is_err());
+    }
+
+    /// One row of a layout table in the `segment` module docs, as the code has it.
+    struct Row {
+        offset: usize,
+        size: usize,
+        ty: &'static str,
+        field: &'static str,
+    }
+
+    fn row<T>(ty: &'static str, field: &'static str, offset: usize) -> Row {
+        Row {
+            offset,
+            size: size_of::<T>(),
+            ty,
+            field,
+        }
+    }
+
+    /// The size in the heading of the docs' table for `name`, and its rows: offset, size, type,
+    /// field.
+    fn documented(name: &str) -> (usize, Vec<(usize, usize, String, String)>) {
+        let docs: Vec<&str> = include_str!("mod.rs")
+            .lines()
+            .map_while(|line| line.strip_prefix("//!"))
+            .map(str::trim)
+            .collect();
+        let heading = docs
+            .iter()
+            .position(|line| line.starts_with("## ") && line.contains(&format!("`{name}`")))
+            .unwrap_or_else(|| panic!("no table for {name} in the module docs"));
+        let size = docs[heading]
+            .split_once(&format!("`{name}` ("))
+            .and_then(|(_, rest)| rest.split_once(" bytes)"))
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or_else(|| panic!("no \"`{name}` (N bytes)\" in {:?}", docs[heading]));
+        let start = heading
+            + docs[heading..]
+                .iter()
+                .position(|l| *l == "```text")
+                .unwrap();
+        let rows = docs[start + 2..]
+            .iter()
+            .take_while(|line| **line != "```")
+            .map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let number = |i: usize| words[i].parse::<usize>().expect(line);
+                (
+                    number(0),
+                    number(1),
+                    words[2].to_owned(),
+                    words[3].to_owned(),
+                )
+            })
+            .collect();
+        (size, rows)
+    }
+
+    fn assert_documented<T>(name: &str, rows: &[Row]) {
+        let (size, documented) = documented(name);
+        assert_eq!(size, size_of::<T>(), "the size of {name} in its heading");
+        let actual: Vec<_> = rows
+            .iter()
+            .map(|r| (r.offset, r.size, r.ty.to_owned(), r.field.to_owned()))
+            .collect();
+        assert_eq!(documented, actual, "the table of {name}");
+        // The rows cover the struct without gaps.
+        let mut end = 0;
+        for r in rows {
+            assert_eq!(
+                r.offset, end,
+                "{name}.{} starts where the field before ends",
+                r.field
+            );
+            end = r.offset + r.size;
+        }
+        assert_eq!(end, size_of::<T>(), "{name}'s rows add up to its size");
+    }
+
+    #[test]
+    fn the_layout_tables_in_the_module_docs_match_the_code() {
+        use std::mem::offset_of;
+        type C = ControlHeader;
+        assert_documented::<C>(
+            "ControlHeader",
+            &[
+                row::<AtomicU64>("u64", "magic", offset_of!(C, magic)),
+                row::<AtomicU32>("u32", "version", offset_of!(C, version)),
+                row::<AtomicU32>("u32", "header_size", offset_of!(C, header_size)),
+                row::<AtomicU32>("u32", "ready", offset_of!(C, ready)),
+                row::<AtomicU32>("u32", "notify", offset_of!(C, notify)),
+                row::<AtomicU64>("u64", "state", offset_of!(C, state)),
+                row::<AtomicU32>("u32", "next_generation", offset_of!(C, next_generation)),
+                row::<AtomicU32>("u32", "lock_recoveries", offset_of!(C, lock_recoveries)),
+                row::<AtomicU64>("u64", "created_at_ns", offset_of!(C, created_at_ns)),
+                row::<[SlotRecord; 2]>("SlotRecord[2]", "slots", offset_of!(C, slots)),
+                row::<[AttachmentRecord; ATTACHMENT_ENTRIES]>(
+                    "AttachmentRecord[64]",
+                    "attachments",
+                    offset_of!(C, attachments),
+                ),
+                row::<libc::pthread_mutex_t>("pthread_mutex_t", "lock", offset_of!(C, lock)),
+            ],
+        );
+        type S = SlotRecord;
+        assert_documented::<S>(
+            "SlotRecord",
+            &[
+                row::<AtomicU32>("u32", "generation", offset_of!(S, generation)),
+                row::<AtomicU32>("u32", "format", offset_of!(S, format)),
+                row::<AtomicU32>("u32", "width", offset_of!(S, width)),
+                row::<AtomicU32>("u32", "height", offset_of!(S, height)),
+                row::<AtomicU64>("u64", "capacity", offset_of!(S, capacity)),
+                row::<AtomicU64>("u64", "byte_len", offset_of!(S, byte_len)),
+                row::<AtomicU64>("u64", "seq", offset_of!(S, seq)),
+                row::<AtomicU64>("u64", "written_at_ns", offset_of!(S, written_at_ns)),
+                row::<AtomicU32>("u32", "writer_pid", offset_of!(S, writer_pid)),
+                row::<AtomicU32>("u32", "reserved", offset_of!(S, _reserved)),
+                row::<LabelCell>("LabelCell", "writer_label", offset_of!(S, writer_label)),
+            ],
+        );
+        type L = LabelCell;
+        assert_documented::<L>(
+            "LabelCell",
+            &[
+                row::<AtomicU32>("u32", "len", offset_of!(L, len)),
+                row::<AtomicU32>("u32", "reserved", offset_of!(L, _reserved)),
+                row::<[AtomicU64; LABEL_MAX / 8]>("u64[6]", "words", offset_of!(L, words)),
+            ],
+        );
+        type A = AttachmentRecord;
+        assert_documented::<A>(
+            "AttachmentRecord",
+            &[
+                row::<AtomicU32>("u32", "pid", offset_of!(A, pid)),
+                row::<AtomicU32>("u32", "reserved", offset_of!(A, _reserved)),
+                row::<LabelCell>("LabelCell", "label", offset_of!(A, label)),
+            ],
+        );
+        type D = DataHeader;
+        assert_documented::<D>(
+            "DataHeader",
+            &[
+                row::<AtomicU64>("u64", "magic", offset_of!(D, magic)),
+                row::<AtomicU32>("u32", "generation", offset_of!(D, generation)),
+                row::<AtomicU32>("u32", "reserved", offset_of!(D, _reserved)),
+                row::<AtomicU64>("u64", "capacity", offset_of!(D, capacity)),
+            ],
+        );
+    }
+
+    #[test]
+    fn the_constants_in_the_module_docs_match_the_code() {
+        let docs = include_str!("mod.rs");
+        assert_eq!(CONTROL_MAGIC, 0x4547_414d_494d_4853);
+        assert_eq!(DATA_MAGIC, 0x4154_4144_494d_4853);
+        for text in [
+            format!("# Layout, version {LAYOUT_VERSION}"),
+            format!("version          layout version: {LAYOUT_VERSION}"),
+            format!("in an object of {CONTROL_LEN} bytes"),
+            format!("{}, the size of this header", size_of::<ControlHeader>()),
+            format!("{READY:#010x} once initialised"),
+            format!("magic            {CONTROL_MAGIC:#018x}"),
+            format!("magic       {DATA_MAGIC:#018x}"),
+            format!("then pixels from byte {DATA_OFFSET}"),
+            format!("of at most {LABEL_MAX} bytes"),
+            format!("readers clamp it to {LABEL_MAX}"),
+        ] {
+            assert!(docs.contains(&text), "the module docs say {text:?}");
+        }
+        for format in PixelFormat::ALL {
+            let name = format!("{format:?}").to_uppercase();
+            assert!(
+                docs.contains(&format!(" {} {name}", format.code())),
+                "the module docs give format code {} for {name}",
+                format.code()
+            );
+        }
     }
 
     #[test]

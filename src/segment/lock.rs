@@ -5,10 +5,23 @@
 //! forever. (raw_sync's mutex has neither property for a dead holder, and its sub-second timeouts
 //! fail with `EINVAL`.) The lock only serialises writers and guards no data a reader needs:
 //! readers copy optimistically and check the state word (see the module docs of `segment`).
+//!
+//! Timeouts are measured on `CLOCK_MONOTONIC` (`pthread_mutex_clocklock`), so setting the
+//! system clock neither cuts a wait short nor makes it last for hours.
 
 use std::io;
 use std::marker::PhantomData;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+unsafe extern "C" {
+    /// `pthread_mutex_timedlock` against a chosen clock (glibc 2.30 and later, POSIX 2024);
+    /// the libc crate does not declare it yet.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
 
 /// Why the lock was not taken.
 #[derive(Debug)]
@@ -75,15 +88,10 @@ impl RobustMutex {
     /// lock is marked consistent again and the guard says so: the caller must then clean up
     /// what a half-done write may have left.
     pub fn lock(&self, timeout: Duration) -> Result<LockGuard<'_>, LockError> {
-        let deadline = SystemTime::now() + timeout;
-        let since_epoch = deadline.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let abstime = libc::timespec {
-            tv_sec: since_epoch.as_secs() as libc::time_t,
-            tv_nsec: since_epoch.subsec_nanos() as libc::c_long,
-        };
+        let abstime = monotonic_deadline(timeout).map_err(LockError::Os)?;
         // SAFETY: `self.mutex` points to an initialised mutex in a live mapping (from_ptr's
-        // contract); `abstime` is a valid timespec with tv_nsec < 1e9.
-        let rc = unsafe { libc::pthread_mutex_timedlock(self.mutex, &abstime) };
+        // contract); `abstime` is a valid timespec with tv_nsec < 1e9 on CLOCK_MONOTONIC.
+        let rc = unsafe { pthread_mutex_clocklock(self.mutex, libc::CLOCK_MONOTONIC, &abstime) };
         let previous_owner_died = match rc {
             0 => false,
             libc::EOWNERDEAD => {
@@ -129,10 +137,45 @@ impl Drop for LockGuard<'_> {
     }
 }
 
+/// `timeout` from now on `CLOCK_MONOTONIC`, as an absolute time (saturating far in the future).
+fn monotonic_deadline(timeout: Duration) -> io::Result<libc::timespec> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write into.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let nanos = now.tv_nsec as u32 + timeout.subsec_nanos();
+    let secs = libc::time_t::try_from(timeout.as_secs())
+        .unwrap_or(libc::time_t::MAX)
+        .saturating_add(now.tv_sec)
+        .saturating_add(libc::time_t::from(nanos / 1_000_000_000));
+    Ok(libc::timespec {
+        tv_sec: secs,
+        tv_nsec: libc::c_long::from(nanos % 1_000_000_000),
+    })
+}
+
 fn check(rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {
         Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_carry_nanoseconds_and_saturate() {
+        let soon = monotonic_deadline(Duration::from_millis(1500)).unwrap();
+        assert!((0..1_000_000_000).contains(&soon.tv_nsec));
+        let never = monotonic_deadline(Duration::MAX).unwrap();
+        assert_eq!(never.tv_sec, libc::time_t::MAX);
+        assert!((0..1_000_000_000).contains(&never.tv_nsec));
     }
 }

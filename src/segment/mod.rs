@@ -12,82 +12,158 @@
 //! `/dev/shm`, mode 0600):
 //!
 //! ```text
-//! /shmimage.demo            control object: header, slot records, registry, lock (one page-multiple)
-//! /shmimage.demo.0000000N   data object of generation N: a small header, then pixels
+//! /shmimage.demo            control object: header, slot records, registry, lock (8192 bytes)
+//! /shmimage.demo.0000000N   data object of generation N (8 lowercase hex digits): header, pixels
 //! ```
 //!
-//! # Control object layout (`layout::ControlHeader`, `#[repr(C)]`, native endian)
+//! # Layout, version 2
+//!
+//! All integers are in the native byte order of the machine (the segment never leaves it), and
+//! every field is accessed atomically with its own size, except the pthread mutex, which only
+//! pthreads touches. Offsets and sizes are in bytes; "reserved" fields are written as 0 and
+//! ignored. The tables are checked against the code by a unit test in `layout`.
+//!
+//! ## Control object: `ControlHeader` (4408 bytes), in an object of 8192 bytes
+//!
+//! The bytes after the header, up to 8192, are zero and unused.
 //!
 //! ```text
-//! offset  size
-//!      0     8  magic            "SHMIMAGE"
-//!      8     4  version          layout version (1)
-//!     12     4  header_size      size_of::<ControlHeader>()
-//!     16     4  ready            READY once initialised
-//!     20     4  notify           futex word, +1 after every published write
-//!     24     8  state            seq << 1 | active slot  (seq 0 = no image yet)
-//!     32     4  next_generation  number for the next data object
-//!     36     4  lock_recoveries  times a locker found the lock's holder dead
-//!     40     8  created_at_ns
-//!     48   224  slots[2]         generation, format, width, height, capacity, byte_len,
-//!                                seq, written_at_ns, writer_pid, writer_label (48 bytes)
-//!    272  4096  attachments[64]  pid and label of each attached process
-//!   4368    40  lock             robust, process-shared pthread mutex
+//! offset  size  type               field            meaning
+//!      0     8  u64                magic            0x4547414d494d4853: "SHMIMAGE" on little-endian machines
+//!      8     4  u32                version          layout version: 2
+//!     12     4  u32                header_size      4408, the size of this header
+//!     16     4  u32                ready            0x52454459 once initialised; anything else: not ready
+//!     20     4  u32                notify           futex word: incremented after every published write
+//!     24     8  u64                state            seq << 1 | active slot; seq 0: no image yet
+//!     32     4  u32                next_generation  the generation the next data object gets (never 0)
+//!     36     4  u32                lock_recoveries  how often a locker found the lock's holder dead
+//!     40     8  u64                created_at_ns    creation time, ns since the Unix epoch: the incarnation
+//!     48   224  SlotRecord[2]      slots            the two image slots
+//!    272  4096  AttachmentRecord[64] attachments    the registry of attached processes
+//!   4368    40  pthread_mutex_t    lock             robust, process-shared mutex (glibc x86-64 layout)
 //! ```
 //!
-//! Data object of generation N: `magic "SHMIDATA", generation, capacity` in its first bytes, and
-//! the pixels (tightly packed rows) from byte 4096 on, page-aligned.
+//! ## `SlotRecord` (112 bytes): one image slot
+//!
+//! ```text
+//! offset  size  type       field          meaning
+//!      0     4  u32        generation     the data object holding the pixels; 0: none
+//!      4     4  u32        format         pixel format code: 1 L8, 2 LA8, 3 RGB8, 4 RGBA8, 5 L16, 6 LA16, 7 RGB16, 8 RGBA16
+//!      8     4  u32        width          pixels; never 0 in a published slot
+//!     12     4  u32        height         pixels; never 0 in a published slot
+//!     16     8  u64        capacity       bytes of pixels the data object holds: a multiple of 8 (of 65536 as shmimage writes it)
+//!     24     8  u64        byte_len       width * height * bytes per pixel
+//!     32     8  u64        seq            the sequence number of the write that filled the slot
+//!     40     8  u64        written_at_ns  when that write completed, ns since the Unix epoch
+//!     48     4  u32        writer_pid     the writer's process id
+//!     52     4  u32        reserved
+//!     56    56  LabelCell  writer_label   the writer's label, e.g. "127.0.0.1:8080"
+//! ```
+//!
+//! ## `LabelCell` (56 bytes): a label of at most 48 bytes of UTF-8
+//!
+//! ```text
+//! offset  size  type     field     meaning
+//!      0     4  u32      len       bytes used; readers clamp it to 48
+//!      4     4  u32      reserved
+//!      8    48  u64[6]   words     the label's bytes, in order, zero-padded; invalid UTF-8 is replaced when read
+//! ```
+//!
+//! ## `AttachmentRecord` (64 bytes): one entry of the registry
+//!
+//! ```text
+//! offset  size  type       field     meaning
+//!      0     4  u32        pid       the attached process's id; 0 once it detached
+//!      4     4  u32        reserved
+//!      8    56  LabelCell  label     the process's label
+//! ```
+//!
+//! ## Data object of generation N: `DataHeader` (24 bytes), then pixels from byte 4096
+//!
+//! ```text
+//! offset  size  type  field       meaning
+//!      0     8  u64   magic       0x41544144494d4853: "SHMIDATA" on little-endian machines
+//!      8     4  u32   generation  N, as in the object's name
+//!     12     4  u32   reserved
+//!     16     8  u64   capacity    bytes of pixels after the header; the object is 4096 + capacity bytes
+//! ```
+//!
+//! Pixels start at byte 4096 (page-aligned): rows top to bottom, tightly packed, samples in
+//! the order of the format's name, 16-bit samples in native byte order. They are read and
+//! written only as aligned 8-byte words (so a copy touches `byte_len` rounded up to a multiple
+//! of 8 bytes; the padding after the image is written as zeros).
+//!
+//! ## Byte locks on the control object
+//!
+//! Open-file-description record locks (`F_OFD_SETLK`) of one byte each, released by the kernel
+//! when their holder closes the object or dies:
+//!
+//! ```text
+//! byte     lock       held by
+//!    0     exclusive  the process attaching or detaching (the gate), for milliseconds
+//!    1     shared     every attached process; exclusive only when it is alone
+//!   64+i   exclusive  the process filling in attachments[i]
+//!   64+i   shared     the process registered in attachments[i], once its pid and label are in
+//! ```
 //!
 //! # Writing: two slots and a state word
 //!
 //! Each slot record names the data object that holds its pixels. The state word says which slot
 //! is published. A writer takes the lock, fills the *inactive* slot (growing its data object if
 //! needed: a new generation is created, reserved with `posix_fallocate`, recorded, and the old
-//! one unlinked), writes the slot's metadata, and only then publishes with one release store of
-//! `state = (seq + 1) << 1 | slot`. It then bumps `notify` and wakes futex waiters. A writer that
-//! fails or dies before that store leaves the published image untouched; one that dies after it
-//! has finished. Mappings never grow in place: other processes follow a slot to its new
-//! generation by name and drop mappings of generations no slot names any more.
+//! one unlinked; a data object found shorter than its record says, truncated by another
+//! process, is replaced the same way), writes the slot's metadata, and only then publishes with
+//! one release store of `state = (seq + 1) << 1 | slot`. It then bumps `notify` and wakes futex
+//! waiters. A writer that fails or dies before that store leaves the published image untouched;
+//! one that dies after it has finished. Mappings never grow in place: other processes follow a
+//! slot to its new generation by name, and each process keeps mapped only the generations the
+//! two slots name (plus, for a moment, one being created).
 //!
 //! # Reading: optimistic copies, checked
 //!
 //! Readers do not lock. A reader loads `state` (acquire), validates the published slot's record
-//! and data object, copies the pixels out with a raw copy, then loads `state` again after an
-//! acquire fence. Writers only ever write the inactive slot, so if `state` is unchanged the copy
-//! is exactly the published image; otherwise the reader retries, and after a few lost races
-//! takes the lock, which keeps writers out while it copies.
+//! and data object, copies the pixels out in relaxed atomic words, then issues an acquire fence
+//! and loads `state` again. Writers only ever write the inactive slot, so if `state` is
+//! unchanged the copy is exactly the published image; otherwise the reader retries, and after a
+//! few lost races takes the lock, which keeps writers out while it copies. Because both sides
+//! copy with atomic words (see `copy`), a copy that races a writer is a discarded copy, not a
+//! data race.
 //!
 //! Every value read from shared memory is untrusted: magic, version, sizes, pixel format,
-//! dimensions (checked multiplication) and lengths are validated against the real size of the
-//! mapped objects before any copy, and a violation is a [`SegmentError::Corrupt`], never a panic
-//! or an out-of-bounds access.
+//! dimensions (checked multiplication, and no more pixels than this process's own limit) and
+//! lengths are validated against the real size of the mapped objects before any copy, and the
+//! reader's buffer is allocated fallibly. A violation is a [`SegmentError`], never a panic, an
+//! abort or an out-of-bounds access.
 //!
 //! # The lock
 //!
 //! A robust, process-shared pthread mutex (see `lock`). When its holder dies, the next locker
 //! gets it back at once (`EOWNERDEAD`), wakes waiters in case the dead writer had published
 //! without notifying, and unlinks data objects that no slot names (a dead writer's half-made
-//! generation). The lock is held only for copies and never across an `.await`.
+//! generation). The lock is held only for copies and never across an `.await`; waits for it
+//! are timed on the monotonic clock.
 //!
 //! # Lifetime
 //!
 //! Like `QSharedMemory`, a segment lives while any process is attached to it and is removed by
-//! the last one to detach. The kernel keeps the count honest even through `kill -9`: each
-//! attached process holds a shared open-file-description lock on byte 1 of the control object,
-//! released by the kernel when the process dies. Attaching and detaching happen under an
-//! exclusive lock on byte 0 (the gate). At detach, a process that can upgrade its byte-1 lock to
-//! exclusive is the last one, and unlinks every object of the segment. At attach, a process that
-//! can take byte 1 exclusively is the only one: it initialises a new or unusable control object,
-//! or reuses a valid one left by processes that were all killed (keeping their last image), and
-//! unlinks stale data objects. Byte 64 + i of the control object is held exclusively by the
-//! process registered in `attachments[i]`, so the list of attached processes is kept by the
-//! kernel too.
+//! the last one to detach. The kernel keeps the count honest even through `kill -9`, with the
+//! byte locks above. Attaching and detaching happen under the gate, which a process waits for
+//! at most 10 s (polling: a process stopped while holding it must not block the others for
+//! good); a start that cannot get it fails with [`SegmentError::GateBusy`], a detach leaves the
+//! clean-up to the next process. At detach, a process that can upgrade its byte-1 lock to
+//! exclusive is the last one: it clears `ready`, then unlinks every data object, then the
+//! control object. At attach, a process that can take byte 1 exclusively is the only one: it
+//! reuses a control object left by processes that were all killed, with its last image, if the
+//! header is valid and ready and the published image's data object is there and matches;
+//! otherwise it initialises the control object afresh (the segment holds no image). Either way
+//! it unlinks the data objects no slot names.
 //!
 //! # Notification
 //!
 //! [`Segment::seq`] is one atomic load. [`Segment::wait_for_change`] sleeps on the `notify` futex
 //! word until a writer in any process publishes, or a timeout passes.
 
+mod copy;
 mod error;
 mod layout;
 mod lock;
@@ -129,6 +205,9 @@ const ATTACHED_BYTE: u64 = 1;
 const REGISTRY_BYTE: u64 = 64;
 /// How long a writer waits for the lock before giving up with [`SegmentError::Busy`].
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long attaching or detaching waits for the gate before giving up with
+/// [`SegmentError::GateBusy`]. Holders keep it for milliseconds.
+const GATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lock-free read attempts before a reader takes the lock.
 const OPTIMISTIC_READS: usize = 4;
 /// Data objects are sized in multiples of this.
@@ -241,9 +320,9 @@ pub struct Segment {
 }
 
 // SAFETY: the raw pointers inside (`control`'s mapping and the mutex pointer into it) point into
-// a MAP_SHARED mapping owned by this value, usable from any thread. Shared state is only touched
-// through atomics, the process-shared mutex, and raw copies whose races are resolved by the
-// state-word protocol described in the module docs, exactly as between processes.
+// a MAP_SHARED mapping owned by this value, usable from any thread. Shared memory is only
+// touched through atomics (header fields, and pixels in whole atomic words: see `copy`) and the
+// process-shared mutex, exactly as between processes.
 unsafe impl Send for Segment {}
 // SAFETY: see `Send`; every `&self` method is safe to call concurrently (the data-object cache
 // is behind a `Mutex`, and the robust mutex serialises writers across threads and processes).
@@ -310,8 +389,7 @@ impl Segment {
         loop {
             let file =
                 os::shm_open(&os_name, OpenMode::OpenOrCreate).map_err(os_err("shm_open"))?;
-            os::lock_byte(&file, GATE_BYTE, LockKind::Exclusive, true)
-                .map_err(os_err("locking the gate of"))?;
+            lock_gate(&file, &config.name)?;
             // The last process to detach may have unlinked the name between our open and our
             // gate lock; then we hold a dead object and must start over.
             match os::shm_open(&os_name, OpenMode::OpenExisting) {
@@ -320,7 +398,7 @@ impl Segment {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(os_err("shm_open")(e)),
             }
-            let alone = os::lock_byte(&file, ATTACHED_BYTE, LockKind::Exclusive, false)
+            let alone = os::try_lock_byte(&file, ATTACHED_BYTE, LockKind::Exclusive)
                 .map_err(os_err("locking"))?;
             if alone {
                 prepare_unshared(&config.name, &file)?;
@@ -358,15 +436,10 @@ impl Segment {
             if alone {
                 segment.remove_unreferenced_data_objects();
             }
-            os::lock_byte(
-                &segment.control_file,
-                ATTACHED_BYTE,
-                LockKind::Shared,
-                false,
-            )
-            .map_err(os_err("locking"))?;
+            os::try_lock_byte(&segment.control_file, ATTACHED_BYTE, LockKind::Shared)
+                .map_err(os_err("locking"))?;
             segment.register();
-            os::lock_byte(&segment.control_file, GATE_BYTE, LockKind::Unlock, false)
+            os::try_lock_byte(&segment.control_file, GATE_BYTE, LockKind::Unlock)
                 .map_err(os_err("unlocking the gate of"))?;
             return Ok(segment);
         }
@@ -401,14 +474,13 @@ impl Segment {
         let new_seq = if seq >= MAX_SEQ { 1 } else { seq + 1 };
         let len = raster.pixels().len() as u64;
         let data = self.slot_storage(&guard, target, len)?;
-        data.check_len(len, self.name.as_str())?;
-        // SAFETY: `data` is at least DATA_OFFSET + len bytes long (checked just above) and the
-        // source is a live slice of exactly `len` bytes. Only lock holders write a slot, and
-        // `target` is not the published slot, so no reader will use these bytes before the
-        // state word below publishes them; readers that still copy from it see `state` change.
-        unsafe {
-            std::ptr::copy_nonoverlapping(raster.pixels().as_ptr(), data.pixels_ptr(), len as usize)
-        };
+        // SAFETY: `slot_storage` returned an object whose file and our mapping of it hold at
+        // least DATA_OFFSET + capacity bytes, with capacity >= covered_len(len), and the pixels
+        // start page-aligned. Every access to a slot's pixels, in any process, is
+        // an aligned atomic word (see `copy`). Only lock holders write a slot, and `target` is
+        // not the published one, so no reader uses these bytes before the state word below
+        // publishes them; a reader still copying from it sees `state` change and retries.
+        unsafe { copy::store_from(raster.pixels(), data.pixels_ptr()) };
         if data.mapping.poisoned() {
             // Truncated by another process while we copied: nothing was published.
             self.forget_data_object(data.generation);
@@ -468,13 +540,17 @@ impl Segment {
         }
         // Writers keep publishing faster than we can copy: keep them out while we do.
         let _guard = self.lock()?;
-        match self.try_read(&mut buffer)? {
+        let before = self.seq();
+        let image = match self.try_read(&mut buffer)? {
             ReadAttempt::Done(image) => Ok(image),
-            ReadAttempt::Raced => Err(self.corrupt(Corruption::SeqMismatch {
-                published: self.seq(),
-                slot: self.seq(),
+            // Only a process that ignores the lock can publish now.
+            ReadAttempt::Raced => Err(self.corrupt(Corruption::ChangedUnderLock {
+                before,
+                after: self.seq(),
             })),
-        }
+        };
+        self.prune_mappings();
+        image
     }
 
     /// What the segment holds now, without copying pixels.
@@ -491,9 +567,15 @@ impl Segment {
             Some(p) => p,
             None => {
                 let _guard = self.lock()?;
+                let before = self.seq();
                 match self.try_published()? {
                     ReadAttempt::Done(p) => p,
-                    ReadAttempt::Raced => None,
+                    ReadAttempt::Raced => {
+                        return Err(self.corrupt(Corruption::ChangedUnderLock {
+                            before,
+                            after: self.seq(),
+                        }));
+                    }
                 }
             }
         };
@@ -525,16 +607,23 @@ impl Segment {
     /// Blocks until the sequence number differs from `seen` or `timeout` passes; returns the
     /// sequence number then. Takes no lock: it sleeps on a futex that writers wake.
     pub fn wait_for_change(&self, seen: u64, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add to the clock (Duration::MAX, say) is no deadline at all.
+        let deadline = Instant::now().checked_add(timeout);
         let notify = &self.header().notify;
         loop {
             let ticket = notify.load(Ordering::Acquire);
             let seq = self.seq();
-            let now = Instant::now();
-            if seq != seen || now >= deadline {
+            if seq != seen {
                 return seq;
             }
-            os::futex_wait(notify, ticket, deadline - now);
+            let left = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return seq,
+                },
+                None => Duration::MAX,
+            };
+            os::futex_wait(notify, ticket, left);
         }
     }
 
@@ -587,8 +676,7 @@ impl Segment {
         }
         let os_err = |op| SegmentError::os(op, &self.control_os_name);
         // Under the gate, so that no process attaches or detaches while the header is rebuilt.
-        os::lock_byte(&self.control_file, GATE_BYTE, LockKind::Exclusive, true)
-            .map_err(os_err("locking the gate of"))?;
+        lock_gate(&self.control_file, &self.name)?;
         let repaired = (|| {
             if self.check_header().is_ok() {
                 return Ok(()); // another process repaired it first
@@ -604,7 +692,7 @@ impl Segment {
             header.ready.store(READY, Ordering::Release);
             self.check_header()
         })();
-        let _ = os::lock_byte(&self.control_file, GATE_BYTE, LockKind::Unlock, false);
+        let _ = os::try_lock_byte(&self.control_file, GATE_BYTE, LockKind::Unlock);
         repaired
     }
 
@@ -652,21 +740,37 @@ impl Segment {
             ReadAttempt::Done(None) => return Ok(ReadAttempt::Done(None)),
             ReadAttempt::Raced => return Ok(ReadAttempt::Raced),
         };
+        // Refuse what this process would not accept from an upload before allocating for it.
+        let pixels = u64::from(slot.width) * u64::from(slot.height);
+        if pixels > self.max_pixels {
+            let reason = Corruption::ExceedsPixelLimit {
+                pixels,
+                max_pixels: self.max_pixels,
+            };
+            return self.unless_raced(state, self.corrupt(reason));
+        }
+        // `validate` checked that byte_len fits in usize and covered_len(byte_len) <= capacity.
         let len = slot.byte_len as usize;
-        if let Err(e) = data.check_len(slot.byte_len, self.name.as_str()) {
+        let covered = copy::covered_len(len) as u64;
+        if let Err(e) = data.check_len(covered, self.name.as_str()) {
             return self.unless_raced(state, e);
         }
         buffer.clear();
-        buffer.reserve_exact(len);
-        // SAFETY: the source range lies inside the data object's mapping (validated capacity
-        // >= byte_len, mapping and file length >= DATA_OFFSET + byte_len just checked); the
-        // destination has capacity >= `len` (reserved above) and is initialised by the copy
-        // before `set_len`. The bytes may be written concurrently by another process; that race
-        // is detected below by re-checking the state word, and the copy is then discarded.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.pixels_ptr(), buffer.as_mut_ptr(), len);
-            buffer.set_len(len);
+        if buffer.try_reserve_exact(len).is_err() {
+            return Err(SegmentError::OutOfMemory {
+                name: self.name.to_string(),
+                bytes: slot.byte_len,
+            });
         }
+        // SAFETY: the source lies inside the data object's mapping (its file and our mapping
+        // hold DATA_OFFSET + covered_len(len) bytes, just checked) and is page-aligned, and
+        // every access to a slot's pixels, in any process, is an aligned atomic word (see
+        // `copy`); `buffer` has room for `len` bytes (reserved above). A writer may be storing
+        // into these words meanwhile; that is detected below by re-checking the state word,
+        // and the copy is then discarded.
+        unsafe { copy::load_into(data.pixels_ptr(), len, buffer) };
+        // Orders the relaxed loads of the copy before the re-check of the state word: if the
+        // re-check sees no new write, no word copied came from one.
         fence(Ordering::Acquire);
         if header.state.load(Ordering::Relaxed) != state {
             return Ok(ReadAttempt::Raced);
@@ -695,7 +799,10 @@ impl Segment {
     ) -> Result<ReadAttempt<Option<(SlotImage, Arc<DataObject>)>>, SegmentError> {
         let state = self.header().state.load(Ordering::Acquire);
         let attempt = self.try_published_at(state)?;
-        if self.header().state.load(Ordering::Acquire) != state {
+        // The slot record was read with relaxed loads: the fence keeps them before the
+        // re-check (an acquire load alone would let them move after it, on ARM say).
+        fence(Ordering::Acquire);
+        if self.header().state.load(Ordering::Relaxed) != state {
             return Ok(ReadAttempt::Raced);
         }
         Ok(attempt)
@@ -729,7 +836,9 @@ impl Segment {
         state: u64,
         error: SegmentError,
     ) -> Result<ReadAttempt<T>, SegmentError> {
-        if self.header().state.load(Ordering::Acquire) != state {
+        // As in `try_published`: what led to the error was read before the re-check.
+        fence(Ordering::Acquire);
+        if self.header().state.load(Ordering::Relaxed) != state {
             Ok(ReadAttempt::Raced)
         } else {
             Err(error)
@@ -738,39 +847,32 @@ impl Segment {
 
     /// The mapped data object of `generation`, from the cache or opened and validated.
     fn data_object(&self, generation: u32, capacity: u64) -> Result<Arc<DataObject>, SegmentError> {
-        let mut cache = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = self.data.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(data) = cache.get(&generation)
             && data.capacity == capacity
             && !data.mapping.poisoned()
         {
             return Ok(Arc::clone(data));
         }
-        let os_name = self.name.data_os_name(generation);
-        let bad_generation = || self.corrupt(Corruption::BadGeneration { generation });
-        let file = match os::shm_open(&os_name, OpenMode::OpenExisting) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(bad_generation()),
-            Err(e) => return Err(SegmentError::os("shm_open", &os_name)(e)),
-        };
-        let mapping = Mapping::open(&os_name)
-            .map_err(|e| SegmentError::os("mmap", &os_name)(os::shmem_error(e)))?;
-        if (mapping.len() as u64) < DATA_OFFSET {
-            return Err(bad_generation());
-        }
-        // SAFETY: the mapping is at least DATA_OFFSET >= size_of::<DataHeader>() bytes and
-        // page-aligned; DataHeader is all atomics, so shared mutation through it is sound.
-        let data_header = unsafe { &*(mapping.as_ptr() as *const DataHeader) };
-        DataFields::load(data_header)
-            .validate(generation, capacity, mapping.len() as u64)
-            .map_err(|reason| self.corrupt(reason))?;
-        let data = Arc::new(DataObject {
-            generation,
-            capacity,
-            file,
-            mapping,
-        });
-        cache.insert(generation, Arc::clone(&data));
+        drop(cache);
+        let data = Arc::new(open_data_object(&self.name, generation, capacity)?);
+        self.cache_data_object(&data);
         Ok(data)
+    }
+
+    /// Keeps `data` mapped for the next copy, and drops the mappings of every generation no
+    /// slot names any more. Every generation enters the cache here, so this process maps at
+    /// most the two the slots name, plus one a writer has created but not yet recorded.
+    fn cache_data_object(&self, data: &Arc<DataObject>) {
+        let header = self.header();
+        let live = [
+            header.slots[0].generation.load(Ordering::Relaxed),
+            header.slots[1].generation.load(Ordering::Relaxed),
+            data.generation,
+        ];
+        let mut cache = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|generation, _| live.contains(generation));
+        cache.insert(data.generation, Arc::clone(data));
     }
 
     /// The data object slot `target` writes into, with room for `len` bytes of pixels: the
@@ -786,11 +888,19 @@ impl Segment {
         let old_generation = record.generation.load(Ordering::Relaxed);
         let old_capacity = record.capacity.load(Ordering::Relaxed);
         let capacity = len.max(1).next_multiple_of(CAPACITY_GRANULE);
-        let fits = old_capacity >= len;
+        let fits = old_capacity >= copy::covered_len(len as usize) as u64;
         // Give memory back when an image needs far less than the slot holds.
         let oversized = old_capacity > 4 * capacity && old_capacity - capacity > 16 << 20;
         if old_generation != 0 && fits && !oversized {
-            match self.data_object(old_generation, old_capacity) {
+            // The object's real size, not just our mapping's: another process may have
+            // truncated it, and writing past its end would fault.
+            let usable = self
+                .data_object(old_generation, old_capacity)
+                .and_then(|data| {
+                    data.check_len(old_capacity, self.name.as_str())?;
+                    Ok(data)
+                });
+            match usable {
                 Ok(data) => return Ok(data),
                 Err(e) => tracing::warn!(
                     segment = %self.name, error = %e,
@@ -816,10 +926,7 @@ impl Segment {
         let data = self.create_data_object(generation, capacity)?;
         record.capacity.store(capacity, Ordering::Relaxed);
         record.generation.store(generation, Ordering::Relaxed);
-        self.data
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(generation, Arc::clone(&data));
+        self.cache_data_object(&data);
         Ok(data)
     }
 
@@ -922,16 +1029,21 @@ impl Segment {
     }
 
     /// Claims a free entry of the registry of attached processes (none if all are taken).
+    ///
+    /// An entry's byte is locked exclusively while its owner fills it in, and shared once its
+    /// pid and label are in place; readers list only entries locked shared. So a process that
+    /// is still registering is not shown under the pid and label a dead one left there.
     fn register(&mut self) {
         for (i, record) in self.header().attachments.iter().enumerate() {
-            if let Ok(true) = os::lock_byte(
-                &self.control_file,
-                REGISTRY_BYTE + i as u64,
-                LockKind::Exclusive,
-                false,
-            ) {
+            let byte = REGISTRY_BYTE + i as u64;
+            if let Ok(true) = os::try_lock_byte(&self.control_file, byte, LockKind::Exclusive) {
                 record.label.store(&self.label);
                 record.pid.store(std::process::id(), Ordering::Release);
+                // Converting our own lock cannot conflict; should it fail anyway, the entry
+                // stays claimed but unlisted.
+                if let Err(e) = os::try_lock_byte(&self.control_file, byte, LockKind::Shared) {
+                    tracing::warn!(segment = %self.name, error = %e, "cannot list this process as attached");
+                }
                 self.registry_entry = Some(i);
                 return;
             }
@@ -944,10 +1056,13 @@ impl Segment {
         let mut attached = Vec::new();
         for (i, record) in self.header().attachments.iter().enumerate() {
             let is_self = self.registry_entry == Some(i);
-            let held = is_self
-                || os::byte_locked_by_other(&self.control_file, REGISTRY_BYTE + i as u64)
-                    .unwrap_or(false);
-            if held {
+            // Entries locked exclusively are being filled in: not listed yet.
+            let listed = is_self
+                || matches!(
+                    os::lock_held_by_other(&self.control_file, REGISTRY_BYTE + i as u64),
+                    Ok(Some(LockKind::Shared))
+                );
+            if listed {
                 attached.push(Attachment {
                     pid: record.pid.load(Ordering::Acquire),
                     label: record.label.load().decode(),
@@ -958,19 +1073,31 @@ impl Segment {
         attached
     }
 
+    /// Detaches: gives up our registry entry and, if this is the last process, removes every
+    /// object of the segment. When the gate stays taken (a process stopped inside attach or
+    /// detach), gives up after [`GATE_TIMEOUT`] and leaves the clean-up to the next process
+    /// to start: closing our descriptor releases our locks whatever happens.
     fn detach_inner(&mut self) -> Result<bool, SegmentError> {
         let file = &self.control_file;
         let os_err = |op| SegmentError::os(op, &self.control_os_name);
-        os::lock_byte(file, GATE_BYTE, LockKind::Exclusive, true)
-            .map_err(os_err("locking the gate of"))?;
+        lock_gate(file, &self.name)?;
         if let Some(i) = self.registry_entry.take() {
+            let byte = REGISTRY_BYTE + i as u64;
+            // Unlisted first, then cleared, then free: nobody sees our entry half-cleared.
+            let _ = os::try_lock_byte(file, byte, LockKind::Exclusive);
             self.header().attachments[i].pid.store(0, Ordering::Release);
-            let _ = os::lock_byte(file, REGISTRY_BYTE + i as u64, LockKind::Unlock, false);
+            let _ = os::try_lock_byte(file, byte, LockKind::Unlock);
         }
-        let last = os::lock_byte(file, ATTACHED_BYTE, LockKind::Exclusive, false)
+        let last = os::try_lock_byte(file, ATTACHED_BYTE, LockKind::Exclusive)
             .map_err(os_err("locking"))?;
         self.data.lock().unwrap_or_else(|e| e.into_inner()).clear();
         if last {
+            // Should we die between the unlinks, the next process to start finds the control
+            // object not ready and initialises it afresh, instead of trusting slots that name
+            // data objects we already removed.
+            if !self.control.poisoned() {
+                self.header().ready.store(0, Ordering::Release);
+            }
             for os_name in data_objects_of(&self.name) {
                 let _ = os::shm_unlink(&os_name);
             }
@@ -978,8 +1105,8 @@ impl Segment {
         }
         // Closing our descriptor (when the Segment is dropped) releases every lock; release
         // them now so that a process waiting at the gate need not wait for the drop.
-        let _ = os::lock_byte(file, ATTACHED_BYTE, LockKind::Unlock, false);
-        let _ = os::lock_byte(file, GATE_BYTE, LockKind::Unlock, false);
+        let _ = os::try_lock_byte(file, ATTACHED_BYTE, LockKind::Unlock);
+        let _ = os::try_lock_byte(file, GATE_BYTE, LockKind::Unlock);
         Ok(last)
     }
 }
@@ -994,6 +1121,21 @@ impl Drop for Segment {
     }
 }
 
+/// Takes the gate of segment `name` through `file` (an exclusive lock on [`GATE_BYTE`]),
+/// waiting at most [`GATE_TIMEOUT`].
+fn lock_gate(file: &File, name: &SegmentName) -> Result<(), SegmentError> {
+    let os_name = name.control_os_name();
+    match os::lock_byte_within(file, GATE_BYTE, LockKind::Exclusive, GATE_TIMEOUT) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SegmentError::GateBusy {
+            name: name.to_string(),
+            os_name,
+            waited: GATE_TIMEOUT,
+        }),
+        Err(source) => Err(SegmentError::os("locking the gate of", &os_name)(source)),
+    }
+}
+
 /// The control header at the start of `control`.
 fn header_at(control: &Mapping) -> &ControlHeader {
     debug_assert!(control.len() >= CONTROL_LEN);
@@ -1002,6 +1144,64 @@ fn header_at(control: &Mapping) -> &ControlHeader {
     // header consists only of atomics and an UnsafeCell, so a shared reference to it is sound
     // even though other processes change it.
     unsafe { &*(control.as_ptr() as *const ControlHeader) }
+}
+
+/// Opens and maps data object `generation` of segment `name`, and checks that it is that
+/// generation and holds `capacity` bytes of pixels.
+fn open_data_object(
+    name: &SegmentName,
+    generation: u32,
+    capacity: u64,
+) -> Result<DataObject, SegmentError> {
+    let os_name = name.data_os_name(generation);
+    let corrupt = |reason| SegmentError::Corrupt {
+        name: name.to_string(),
+        reason,
+    };
+    let file = match os::shm_open(&os_name, OpenMode::OpenExisting) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(corrupt(Corruption::BadGeneration { generation }));
+        }
+        Err(e) => return Err(SegmentError::os("shm_open", &os_name)(e)),
+    };
+    let mapping = Mapping::open(&os_name)
+        .map_err(|e| SegmentError::os("mmap", &os_name)(os::shmem_error(e)))?;
+    if (mapping.len() as u64) < DATA_OFFSET {
+        return Err(corrupt(Corruption::BadGeneration { generation }));
+    }
+    // SAFETY: the mapping is at least DATA_OFFSET >= size_of::<DataHeader>() bytes and
+    // page-aligned; DataHeader is all atomics, so shared mutation through it is sound.
+    let data_header = unsafe { &*(mapping.as_ptr() as *const DataHeader) };
+    DataFields::load(data_header)
+        .validate(generation, capacity, mapping.len() as u64)
+        .map_err(corrupt)?;
+    Ok(DataObject {
+        generation,
+        capacity,
+        file,
+        mapping,
+    })
+}
+
+/// Why the image a control object left behind publishes cannot be read, if it cannot: its
+/// slot record is invalid, or its data object is missing (a last process killed while it
+/// removed the segment) or does not match. `None` when it can, or when there is no image.
+fn unusable_published_image(name: &SegmentName, header: &ControlHeader) -> Option<SegmentError> {
+    let (seq, active) = unpack_state(header.state.load(Ordering::Acquire));
+    if seq == 0 {
+        return None;
+    }
+    let slot = match SlotFields::load(&header.slots[active]).validate(seq, MAX_SLOT_CAPACITY) {
+        Ok(slot) => slot,
+        Err(reason) => {
+            return Some(SegmentError::Corrupt {
+                name: name.to_string(),
+                reason,
+            });
+        }
+    };
+    open_data_object(name, slot.generation, slot.capacity).err()
 }
 
 /// The names of every data object of segment `name` that exists now.
@@ -1019,15 +1219,31 @@ fn prepare_unshared(name: &SegmentName, file: &File) -> Result<(), SegmentError>
     let len = file.metadata().map_err(os_err("fstat"))?.len();
     if len >= CONTROL_LEN as u64 {
         let control = Mapping::open(&os_name).map_err(|e| os_err("mmap")(os::shmem_error(e)))?;
-        if control.len() >= CONTROL_LEN
-            && HeaderFields::load(header_at(&control))
-                .validate(control.len() as u64)
-                .is_ok()
+        let problem = if control.len() < CONTROL_LEN {
+            None
+        } else if let Err(reason) =
+            HeaderFields::load(header_at(&control)).validate(control.len() as u64)
         {
-            tracing::info!(segment = %name, "reusing a segment left by processes that are gone");
-            return Ok(());
+            Some(SegmentError::Corrupt {
+                name: name.to_string(),
+                reason,
+            })
+        } else {
+            match unusable_published_image(name, header_at(&control)) {
+                None => {
+                    tracing::info!(segment = %name, "reusing a segment left by processes that are gone");
+                    return Ok(());
+                }
+                problem => problem,
+            }
+        };
+        match problem {
+            Some(problem) => tracing::warn!(
+                segment = %name, %problem,
+                "re-initialising an unusable segment left behind"
+            ),
+            None => tracing::warn!(segment = %name, "re-initialising a short segment left behind"),
         }
-        tracing::warn!(segment = %name, "re-initialising an unusable segment left behind");
     }
     for data in data_objects_of(name) {
         let _ = os::shm_unlink(&data);

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::AtomicU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where Linux keeps POSIX shared-memory objects.
 pub const SHM_DIR: &str = "/dev/shm";
@@ -152,43 +152,71 @@ pub enum LockKind {
     Unlock,
 }
 
-/// Sets an open-file-description lock on byte `byte` of `file`, waiting for it if `wait`.
-/// Returns `Ok(false)` when `wait` is false and another description holds a conflicting lock.
+/// Sets an open-file-description lock on byte `byte` of `file` if no other open file
+/// description holds a conflicting one; returns `Ok(false)` if one does. Never waits.
 ///
 /// These locks belong to the open file, not to the process: two `File`s in one process
 /// conflict like two processes do, and the kernel drops them when the file is closed or the
-/// process dies, however it dies.
-pub fn lock_byte(file: &File, byte: u64, kind: LockKind, wait: bool) -> io::Result<bool> {
+/// process dies, however it dies. Converting a lock this description holds (exclusive to
+/// shared, say) is atomic.
+pub fn try_lock_byte(file: &File, byte: u64, kind: LockKind) -> io::Result<bool> {
     let mut lock = flock_for(byte, kind);
-    let cmd = if wait {
-        libc::F_OFD_SETLKW
-    } else {
-        libc::F_OFD_SETLK
-    };
     loop {
         // SAFETY: `lock` is a valid, initialised `struct flock` for the duration of the call.
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut lock) };
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
         if rc == 0 {
             return Ok(true);
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
+            Some(libc::EAGAIN) | Some(libc::EACCES) => return Ok(false),
             _ => return Err(err),
         }
     }
 }
 
-/// True if another open file description holds a lock on byte `byte` of `file`.
-pub fn byte_locked_by_other(file: &File, byte: u64) -> io::Result<bool> {
+/// [`try_lock_byte`] again and again until it succeeds or `timeout` passes; `Ok(false)` if
+/// another open file description held a conflicting lock the whole time.
+///
+/// Polls (every 0.1 ms at first, backing off to every 20 ms) instead of waiting in the kernel
+/// with `F_OFD_SETLKW`, which has no timeout: a process stopped while holding the lock
+/// (SIGSTOP, a debugger) must not block every other one forever.
+pub fn lock_byte_within(
+    file: &File,
+    byte: u64,
+    kind: LockKind,
+    timeout: Duration,
+) -> io::Result<bool> {
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(100);
+    loop {
+        if try_lock_byte(file, byte, kind)? {
+            return Ok(true);
+        }
+        let waited = started.elapsed();
+        if waited >= timeout {
+            return Ok(false);
+        }
+        std::thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// The lock another open file description holds on byte `byte` of `file`, if any: `Shared` or
+/// `Exclusive` (the kernel reports one of them when several overlap).
+pub fn lock_held_by_other(file: &File, byte: u64) -> io::Result<Option<LockKind>> {
     let mut lock = flock_for(byte, LockKind::Exclusive);
     // SAFETY: `lock` is a valid, initialised `struct flock` for the duration of the call.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+    Ok(match i32::from(lock.l_type) {
+        libc::F_RDLCK => Some(LockKind::Shared),
+        libc::F_WRLCK => Some(LockKind::Exclusive),
+        _ => None,
+    })
 }
 
 fn flock_for(byte: u64, kind: LockKind) -> libc::flock {

@@ -228,9 +228,10 @@ impl AppError {
             AppError::Segment(error) => match error {
                 SegmentError::TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 SegmentError::OutOfSharedMemory { .. } => StatusCode::INSUFFICIENT_STORAGE,
-                SegmentError::Busy { .. } | SegmentError::Corrupt { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                SegmentError::Busy { .. }
+                | SegmentError::GateBusy { .. }
+                | SegmentError::OutOfMemory { .. }
+                | SegmentError::Corrupt { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 SegmentError::Os { source, .. } if out_of_descriptors(source) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }

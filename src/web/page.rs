@@ -2,7 +2,8 @@
 //!
 //! The page needs no JavaScript. "Load image from file" is a plain multipart form posting to
 //! `/image`, which redirects back here with `?loaded=SEQ&name=FILE`; "Display image from shared
-//! memory" is a plain form asking for `/?show=1`, which shows `/image.png?seq=N`.
+//! memory" is a plain form asking for `/?show=1`, which shows `/image.png?seq=N`; it answers as
+//! `/image.png` would (503 with the reason when the segment's pixels cannot be read).
 //!
 //! With JavaScript, `static/app.js` enhances it: live updates from `/events`, upload progress,
 //! drag-and-drop and paste. The page tells the script which image it shows (`data-image-id`,
@@ -133,6 +134,18 @@ pub(crate) async fn show(
         .loaded
         .as_deref()
         .and_then(|seq| seq.parse::<u64>().ok());
+    // "Display image from shared memory" shows /image.png: answer as it would (503 with the
+    // reason when the pixels cannot be read), and have the PNG ready for the page's request.
+    if loaded.is_none()
+        && query.show.is_some()
+        && let Some(info) = &snapshot.image
+        && let Err(error) = state
+            .png
+            .current(&state.segment, state.budget(), info.seq)
+            .await
+    {
+        return error.into_page(&segment_name);
+    }
     let view = match loaded {
         Some(seq) => loaded_view(&state, &snapshot, seq),
         None if query.show.is_some() => display_view(&snapshot, state.segment.incarnation()),

@@ -8,6 +8,7 @@ mod helpers;
 #[path = "../segment/images.rs"]
 #[allow(dead_code)]
 mod images;
+mod segment;
 
 use helpers::{TestServer, fresh_segment, json_error, shm_files, spawn_program, spawn_server};
 use image::{DynamicImage, ImageFormat, RgbImage};

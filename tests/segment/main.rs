@@ -5,7 +5,10 @@
 //! back through lines on stdout that start with `child:`.
 
 mod images;
+mod lifetime;
 mod support;
+mod threads;
+mod untrusted;
 
 use images::{ImageId, tagged_raster, verify_tagged};
 use shmimage::raster::{PixelFormat, Raster};
@@ -385,6 +388,21 @@ fn waiting_for_a_change_wakes_when_another_process_writes() {
         parent.read().unwrap().unwrap().raster,
         tagged_raster(ImageId(77))
     );
+}
+
+#[test]
+fn waiting_with_no_time_limit_wakes_when_another_process_writes() {
+    let name = fresh_name();
+    let parent = attach(&name);
+    let mut child = Child::spawn(&name, Role::ReadThenWait);
+    child.expect("read none");
+    let seq = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| parent.wait_for_change(0, Duration::MAX));
+        child.send("write 78");
+        child.expect("wrote 78");
+        waiter.join()
+    });
+    assert_eq!(seq.expect("the wait returns instead of panicking"), 1);
 }
 
 #[test]

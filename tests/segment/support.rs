@@ -71,6 +71,80 @@ pub fn leftover_objects(name: &str) -> Vec<String> {
     names
 }
 
+/// The paths of segment `name`'s data objects in /dev/shm, sorted.
+pub fn data_object_paths(name: &str) -> Vec<String> {
+    let control = format!("shmimage.{name}");
+    leftover_objects(name)
+        .into_iter()
+        .filter(|object| *object != control)
+        .map(|object| format!("/dev/shm/{object}"))
+        .collect()
+}
+
+/// Cuts the file at `path` to `len` bytes, as a hostile or careless process could.
+pub fn truncate(path: &str, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"))
+        .set_len(len)
+        .unwrap_or_else(|e| panic!("truncate {path}: {e}"));
+}
+
+/// Takes the gate of segment `name` (an exclusive open-file-description lock on byte 0 of its
+/// control object), as a process stopped inside attach or detach would hold it. Released when
+/// the returned file is dropped.
+pub fn hold_gate(name: &str) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm/shmimage.{name}"))
+        .unwrap();
+    // SAFETY: `struct flock` is plain data; all-zero is valid (l_pid must be 0 for OFD locks).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = 0;
+    lock.l_len = 1;
+    // SAFETY: `lock` is a valid `struct flock` for the duration of the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
+    assert_eq!(rc, 0, "lock the gate: {}", std::io::Error::last_os_error());
+    file
+}
+
+/// libfaketime, which makes a process see the wall clock shifted (Debian: apt-get install
+/// faketime). Skipped, saying so, without it, unless `SHMIMAGE_REQUIRE_FAKETIME=1` (as in CI).
+pub fn libfaketime() -> Option<&'static str> {
+    const PATH: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    if std::path::Path::new(PATH).exists() {
+        return Some(PATH);
+    }
+    assert!(
+        std::env::var_os("SHMIMAGE_REQUIRE_FAKETIME").is_none(),
+        "libfaketime is required (SHMIMAGE_REQUIRE_FAKETIME is set) but missing: apt-get install faketime"
+    );
+    println!("skipped: no libfaketime here (apt-get install faketime)");
+    None
+}
+
+/// Whether `strace` can run here. Tests that inject faults with it are skipped (saying so)
+/// without it, unless `SHMIMAGE_REQUIRE_STRACE=1` (as in CI) makes that a failure.
+pub fn strace_available() -> bool {
+    let works = Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !works {
+        assert!(
+            std::env::var_os("SHMIMAGE_REQUIRE_STRACE").is_none(),
+            "strace is required (SHMIMAGE_REQUIRE_STRACE is set) but cannot run: apt-get install strace"
+        );
+        println!("skipped: strace cannot run here (apt-get install strace)");
+    }
+    works
+}
+
 /// Writes `bytes` at `offset` of segment `name`'s control object, as a hostile process would.
 pub fn overwrite_control(name: &str, offset: u64, bytes: &[u8]) {
     use std::io::{Seek, SeekFrom};
@@ -93,6 +167,9 @@ pub enum Role {
     ReadOnce,
     /// Write image `id`, take the lock, say `holding the lock`, sleep until killed.
     WriteThenHoldLock { id: u64 },
+    /// Take the lock, say `holding the lock`, release it at the next line on stdin, say
+    /// `released`, exit.
+    HoldLockUntilTold,
     /// Say `writing`, write images `first_id + k * step` (eight of them, in turn) until
     /// `run_for` passes, then say `writes N`. (Two large images instead of eight.)
     WriteLoop {
@@ -104,6 +181,12 @@ pub enum Role {
     ReadLoop { run_for: Duration },
     /// In a 2 MiB /dev/shm: write a small image, fail to write a large one, read the small one.
     FullShm,
+    /// Read once and say `read ID`, `read none`, `read small N` or `read failed: ERROR`; exit.
+    TryRead,
+    /// Try to attach; say `attached` (then obey commands) or `attach failed: ERROR` and exit.
+    TryAttach,
+    /// [`Role::TryRead`] in a process that accepts images of any number of pixels.
+    TryReadWithoutPixelLimit,
 }
 
 impl Role {
@@ -113,6 +196,7 @@ impl Role {
             Role::ReadThenWait => "read-then-wait".into(),
             Role::ReadOnce => "read-once".into(),
             Role::WriteThenHoldLock { id } => format!("write-then-hold-lock {id}"),
+            Role::HoldLockUntilTold => "hold-lock-until-told".into(),
             Role::WriteLoop {
                 first_id,
                 step,
@@ -120,6 +204,9 @@ impl Role {
             } => format!("write-loop {first_id} {step} {}", run_for.as_millis()),
             Role::ReadLoop { run_for } => format!("read-loop {}", run_for.as_millis()),
             Role::FullShm => "full-shm".into(),
+            Role::TryRead => "try-read".into(),
+            Role::TryAttach => "try-attach".into(),
+            Role::TryReadWithoutPixelLimit => "try-read-without-pixel-limit".into(),
         }
     }
 
@@ -131,6 +218,7 @@ impl Role {
             "read-then-wait" => Role::ReadThenWait,
             "read-once" => Role::ReadOnce,
             "write-then-hold-lock" => Role::WriteThenHoldLock { id: num(1) },
+            "hold-lock-until-told" => Role::HoldLockUntilTold,
             "write-loop" => Role::WriteLoop {
                 first_id: num(1),
                 step: num(2),
@@ -140,6 +228,9 @@ impl Role {
                 run_for: Duration::from_millis(num(1)),
             },
             "full-shm" => Role::FullShm,
+            "try-read" => Role::TryRead,
+            "try-attach" => Role::TryAttach,
+            "try-read-without-pixel-limit" => Role::TryReadWithoutPixelLimit,
             other => panic!("unknown role {other}"),
         }
     }
@@ -154,7 +245,31 @@ pub struct Child {
 
 impl Child {
     pub fn spawn(name: &str, role: Role) -> Child {
-        let mut process = child_command()
+        Child::spawn_wrapped(name, role, &[])
+    }
+
+    /// Like [`Child::spawn`], with the child run by `wrapper` (a program and its arguments,
+    /// such as `strace ...`), which is given the child's command line after its own.
+    pub fn spawn_wrapped(name: &str, role: Role, wrapper: &[&str]) -> Child {
+        Child::spawn_with(name, role, wrapper, &[])
+    }
+
+    /// Like [`Child::spawn_wrapped`], with environment variables `envs` for the child.
+    pub fn spawn_with(name: &str, role: Role, wrapper: &[&str], envs: &[(&str, &str)]) -> Child {
+        let mut command = match wrapper.split_first() {
+            None => child_command(),
+            Some((program, args)) => {
+                let inner = child_command();
+                let mut command = Command::new(program);
+                command
+                    .args(args)
+                    .arg(inner.get_program())
+                    .args(inner.get_args());
+                command
+            }
+        };
+        let mut process = command
+            .envs(envs.iter().copied())
             .env(ROLE_VAR, role.encode())
             .env(SEGMENT_VAR, name)
             .stdin(Stdio::piped())
@@ -189,6 +304,14 @@ impl Child {
     pub fn expect(&mut self, expected: &str) {
         let said = self.next_line();
         assert_eq!(said, expected, "child {} said something else", self.pid());
+    }
+
+    /// Waits for the child to say something starting with `prefix` and returns the rest.
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        let said = self.next_line();
+        said.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("child said {said:?}, expected \"{prefix}...\""))
+            .to_owned()
     }
 
     /// Waits for the child to say `PREFIX N` and returns N.
@@ -292,7 +415,8 @@ fn say_read(segment: &Segment) {
     }
 }
 
-/// Obeys `read`, `write N` and `exit` from stdin until it closes.
+/// Obeys `read`, `write N`, `try-write N` (says `write failed: ERROR` instead of failing) and
+/// `exit` from stdin until it closes.
 fn obey_commands(segment: Segment) {
     for line in std::io::stdin().lines() {
         let line = line.unwrap();
@@ -304,9 +428,18 @@ fn obey_commands(segment: Segment) {
                 segment.write(&tagged_raster(ImageId(id))).unwrap();
                 say(&format!("wrote {id}"));
             }
+            ["try-write", id] => {
+                let id = id.parse().unwrap();
+                match segment.write(&tagged_raster(ImageId(id))) {
+                    Ok(_) => say(&format!("wrote {id}")),
+                    Err(e) => say(&format!("write failed: {e}")),
+                }
+            }
             ["exit"] => {
-                let last = segment.detach().unwrap();
-                say(&format!("detached last={last}"));
+                match segment.detach() {
+                    Ok(last) => say(&format!("detached last={last}")),
+                    Err(e) => say(&format!("detach failed: {e}")),
+                }
                 return;
             }
             _ => panic!("unknown command {line:?}"),
@@ -319,8 +452,23 @@ pub fn run_child_role() {
     let (Ok(role), Ok(name)) = (std::env::var(ROLE_VAR), std::env::var(SEGMENT_VAR)) else {
         return;
     };
-    let segment = attach(&name);
-    match Role::decode(&role) {
+    let role = Role::decode(&role);
+    if let Role::TryAttach = role {
+        match Segment::attach(config(&name, 100_000_000)) {
+            Ok(segment) => {
+                say("attached");
+                obey_commands(segment);
+            }
+            Err(e) => say(&format!("attach failed: {e}")),
+        }
+        return;
+    }
+    let max_pixels = match role {
+        Role::TryReadWithoutPixelLimit => u64::MAX,
+        _ => 100_000_000,
+    };
+    let segment = Segment::attach(config(&name, max_pixels)).unwrap();
+    match role {
         Role::WriteThenWait { id } => {
             segment.write(&tagged_raster(ImageId(id))).unwrap();
             say(&format!("wrote {id}"));
@@ -334,6 +482,19 @@ pub fn run_child_role() {
             say_read(&segment);
             segment.detach().unwrap();
         }
+        Role::HoldLockUntilTold => {
+            let held = segment.lock_for_test().unwrap();
+            say("holding the lock");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+            drop(held);
+            say("released");
+        }
+        Role::TryRead | Role::TryReadWithoutPixelLimit => match segment.read() {
+            Err(e) => say(&format!("read failed: {e}")),
+            Ok(_) => say_read(&segment),
+        },
+        Role::TryAttach => unreachable!("handled before attaching"),
         Role::WriteThenHoldLock { id } => {
             segment.write(&tagged_raster(ImageId(id))).unwrap();
             let _held = segment.lock_for_test().unwrap();
