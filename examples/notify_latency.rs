@@ -8,8 +8,8 @@
 //!
 //! ```sh
 //! cargo build --release
-//! cargo run --release --example notify_latency            # 300 uploads
-//! cargo run --release --example notify_latency -- 1000    # or as many as you like
+//! cargo run --release --features bench --example notify_latency            # 300 uploads
+//! cargo run --release --features bench --example notify_latency -- 1000    # or as many as you like
 //! ```
 //!
 //! It runs the `shmimage` binary beside the example's folder (`target/release/shmimage`), or

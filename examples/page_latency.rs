@@ -11,9 +11,9 @@
 //!
 //! ```sh
 //! cargo build --release
-//! cargo run --example page_latency            # 10 uploads (the example itself needs no speed)
-//! cargo run --example page_latency -- 20      # 20 uploads
-//! SHMIMAGE_BIN=/path/to/other/shmimage cargo run ... --example page_latency   # another build
+//! cargo run --features bench --example page_latency            # 10 uploads (the example itself needs no speed)
+//! cargo run --features bench --example page_latency -- 20      # 20 uploads
+//! SHMIMAGE_BIN=/path/to/other/shmimage cargo run --features bench ... --example page_latency   # another build
 //! ```
 //!
 //! Prints every upload and the medians (all, JPEG, PNG) and writes them to

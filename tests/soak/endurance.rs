@@ -1,5 +1,5 @@
 //! The soak itself: two servers on one segment under concurrent uploads and reads for
-//! `SHMIMAGE_SOAK_SECS` seconds (30 by default), then the verdict: no 5xx, no torn image, bounded
+//! `SHMIMAGE_SOAK_SECS` seconds (15 by default; CI runs 30), then the verdict: no 5xx, no torn image, bounded
 //! memory, and no file descriptors or mappings left behind.
 
 use crate::helpers::{TestServer, fresh_segment, spawn_server};
@@ -47,7 +47,7 @@ fn soak_duration() -> Duration {
     let secs = std::env::var("SHMIMAGE_SOAK_SECS")
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(15);
     Duration::from_secs(secs)
 }
 

@@ -1,5 +1,5 @@
 //! Load and soak against real shmimage processes: two servers on one segment, concurrent
-//! uploaders and readers on both for `SHMIMAGE_SOAK_SECS` seconds (30 by default). Zero 5xx,
+//! uploaders and readers on both for `SHMIMAGE_SOAK_SECS` seconds (15 by default; CI runs 30). Zero 5xx,
 //! zero torn images (each image carries its id and a checksum in its pixels), bounded peak
 //! memory, and no file descriptors or mappings leaked. Run with `--nocapture` for the figures.
 
