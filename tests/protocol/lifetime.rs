@@ -1,7 +1,7 @@
 //! The Python reader and the segment's lifetime: it lists the attached processes shmimage
-//! lists (registry entries locked shared, not those still being filled in), and it notices
-//! when the last attached process removes the segment under it, while reading and while
-//! waiting for the next image.
+//! lists (registry entries locked shared, not those still being filled in), it notices when
+//! the last attached process removes the segment under it, while reading and while waiting
+//! for the next image, and it unmaps the data objects writers removed.
 
 use crate::helpers::{TestServer, fresh_segment, shm_files, spawn_server};
 use crate::python::{Running, python, run};
@@ -212,4 +212,61 @@ fn the_python_reader_waiting_for_an_image_notices_that_the_segment_was_removed()
         stderr.contains("the segment was removed: the last process attached to it detached"),
         "{stderr}"
     );
+}
+
+/// The data objects of `segment` that process `pid` has mapped: how many, and how many of
+/// them were removed (unlinked) since.
+fn mapped_data_objects(pid: u32, segment: &str) -> (usize, usize) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let prefix = format!("/dev/shm/shmimage.{segment}.");
+    let mut objects: Vec<&str> = maps
+        .lines()
+        .filter_map(|line| line.find(&prefix).map(|at| &line[at..]))
+        .collect();
+    objects.sort_unstable();
+    objects.dedup();
+    let removed = objects.iter().filter(|o| o.ends_with("(deleted)")).count();
+    (objects.len(), removed)
+}
+
+#[test]
+fn the_python_reader_unmaps_the_data_objects_writers_removed() {
+    let Some(python) = python() else { return };
+    let segment = fresh_segment();
+    let writer = attach(&segment);
+    writer.write(&filled(64, 1)).unwrap();
+    let mut reader = Running::start(
+        python,
+        &[
+            "read",
+            "--segment",
+            &segment,
+            "--count",
+            "2",
+            "--pause-after-copy",
+        ],
+    );
+    assert_eq!(reader.next_line()["paused"], true);
+    assert_eq!(mapped_data_objects(reader.pid(), &segment), (1, 0));
+
+    // Two growing writes: slot 1 gets a second generation, then slot 0 outgrows the first,
+    // which the writer unlinks for a third.
+    writer.write(&filled(600, 2)).unwrap();
+    let newest = filled(800, 3);
+    writer.write(&newest).unwrap();
+    reader.send_line();
+    let first = reader.next_line();
+    assert_eq!(first["seq"], 3, "the first read raced and read again");
+    assert_eq!(first["crc32"], crc32fast::hash(newest.pixels()));
+
+    assert_eq!(reader.next_line()["paused"], true);
+    let (mapped, removed) = mapped_data_objects(reader.pid(), &segment);
+    assert_eq!(
+        removed, 0,
+        "the reader still maps {removed} removed data objects ({mapped} in all)"
+    );
+    assert_eq!(mapped, 1, "only the published generation");
+    reader.send_line();
+    assert_eq!(reader.next_line()["seq"], 3);
+    assert!(reader.succeeded());
 }

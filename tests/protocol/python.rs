@@ -173,6 +173,11 @@ impl Running {
             .expect("write to reader.py");
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for it to exit; whether it succeeded (what it said on stderr is passed on).
     pub fn succeeded(self) -> bool {
         let (success, stderr) = self.finish();

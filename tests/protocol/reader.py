@@ -9,9 +9,9 @@ Commands (each prints JSON lines on stdout; errors go to stderr with exit status
 
   reader.py read --segment NAME [--count N] [--out FILE] [--pause-after-copy] [--max-pixels N]
       Reads the current image lock-free, N times, one JSON line per read. --out writes the last
-      image's pixels, raw, to FILE. --pause-after-copy stops once after the first copy, before
-      the race check, prints {"paused": ...} and waits for a line on stdin (for tests that
-      publish an image at exactly that moment). Images of more than --max-pixels pixels
+      image's pixels, raw, to FILE. --pause-after-copy stops after the first copy of each read,
+      before the race check, prints {"paused": ...} and waits for a line on stdin (for tests
+      that publish an image at exactly that moment). Images of more than --max-pixels pixels
       (default 100 000 000) are refused before anything is copied.
   reader.py compare --segment NAME --png-url URL [--out FILE] [--max-pixels N]
       Reads the image and compares it with the PNG at URL (a server's /image.png).
