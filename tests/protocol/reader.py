@@ -61,8 +61,6 @@ OFF_STATE = 24
 OFF_CREATED_AT = 40
 OFF_SLOTS = 48
 SLOT_SIZE = 112
-OFF_ATTACHMENTS = 272
-ATTACHMENT_SIZE = 64
 LOCK_OFFSET = 4368
 
 # Slot record offsets, relative to the record ("Slot record").
@@ -73,7 +71,10 @@ SLOT_LABEL = 56
 LABEL_LEN = struct.Struct("=I")
 LABEL_BYTES = 8
 
-# Attachment record: pid u32, reserved u32, then a label.
+# The registry ("Attachment record"): entries of 64 bytes from offset 272, each a pid (u32),
+# 4 reserved bytes, then a label.
+OFF_ATTACHMENTS = 272
+ATTACHMENT_SIZE = 64
 ATTACHMENT_LABEL = 8
 
 # Data header ("Data objects"): magic u64, generation u32, reserved u32, capacity u64.
