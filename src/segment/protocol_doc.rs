@@ -372,6 +372,105 @@ fn the_pixel_format_table_matches_the_code() {
     );
 }
 
+/// The value of the row named `name` in the `Name | Value | Meaning` table `table_name`.
+fn named_value(document: &str, table_name: &str, name: &str) -> String {
+    let rows = table(document, table_name);
+    let names: Vec<&str> = rows.iter().map(|row| row[0].as_str()).collect();
+    rows.iter()
+        .find(|row| row[0] == name)
+        .unwrap_or_else(|| panic!("{table_name}: no row for {name}, only {names:?}"))[1]
+        .clone()
+}
+
+/// A duration as the document writes it: `10 s`.
+fn seconds(cell: &str) -> std::time::Duration {
+    let value = cell
+        .strip_suffix(" s")
+        .unwrap_or_else(|| panic!("{cell:?} is not a number of seconds (\"10 s\")"));
+    std::time::Duration::from_secs(number(value))
+}
+
+#[test]
+fn the_pixel_word_is_the_unit_of_every_copy() {
+    let document = document();
+    assert_eq!(
+        table(&document, "pixel-words").len(),
+        1,
+        "pixel-words: one row"
+    );
+    let word = number(&named_value(&document, "pixel-words", "PIXEL_WORD"));
+    let word_len = word as usize;
+    // Copies of any length touch whole words.
+    assert_eq!(super::copy::covered_len(1), word_len);
+    assert_eq!(super::copy::covered_len(word_len), word_len);
+    assert_eq!(super::copy::covered_len(word_len + 1), 2 * word_len);
+    // The pixels start on a word, and the capacities writers choose hold whole words.
+    assert_eq!(DATA_OFFSET % word, 0);
+    assert_eq!(CAPACITY_GRANULE % word, 0);
+    // "A valid slot's capacity holds the covered length": 3x1 RGB 8-bit is 9 bytes.
+    let slot = |capacity| super::layout::SlotFields {
+        generation: 1,
+        format: PixelFormat::Rgb8.code(),
+        width: 3,
+        height: 1,
+        capacity,
+        byte_len: 9,
+        seq: 1,
+        written_at_ns: 0,
+        writer_pid: 0,
+        writer_label: super::layout::RawLabel {
+            len: 0,
+            bytes: [0; LABEL_MAX],
+        },
+    };
+    assert!(
+        slot(2 * word - 1).validate(1, MAX_SLOT_CAPACITY).is_err(),
+        "a slot without room for its last whole word is refused"
+    );
+    assert!(slot(2 * word).validate(1, MAX_SLOT_CAPACITY).is_ok());
+}
+
+#[test]
+fn the_implementation_choices_match_the_code() {
+    let document = document();
+    let documented: Vec<String> = table(&document, "implementation-choices")
+        .iter()
+        .map(|row| row[0].clone())
+        .collect();
+    assert_eq!(
+        documented,
+        ["LOCK_TIMEOUT", "GATE_TIMEOUT", "OPTIMISTIC_READS"],
+        "implementation-choices: the rows"
+    );
+    let value = |name| named_value(&document, "implementation-choices", name);
+    assert_eq!(seconds(&value("LOCK_TIMEOUT")), super::LOCK_TIMEOUT);
+    assert_eq!(seconds(&value("GATE_TIMEOUT")), super::GATE_TIMEOUT);
+    assert_eq!(
+        number(&value("OPTIMISTIC_READS")),
+        super::OPTIMISTIC_READS as u64
+    );
+}
+
+#[test]
+fn the_title_and_the_changes_follow_the_layout_version() {
+    let document = document();
+    let title = document.lines().next().unwrap_or_default();
+    assert_eq!(
+        title,
+        format!("# The shmimage segment protocol, layout version {LAYOUT_VERSION}"),
+        "the title names the layout version the document describes"
+    );
+    // Every version after the first says what changed, in a section of its own.
+    for version in 2..=LAYOUT_VERSION {
+        let heading = format!("## Changes from version {}", version - 1);
+        assert!(
+            document.lines().any(|line| line == heading),
+            "docs/PROTOCOL.md describes layout version {LAYOUT_VERSION} but has no section \
+             {heading:?} saying what version {version} changed"
+        );
+    }
+}
+
 #[test]
 fn tables_are_found_and_split_as_written() {
     let text =

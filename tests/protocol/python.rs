@@ -117,6 +117,8 @@ pub struct Running {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<serde_json::Value>,
+    /// Everything it writes to stderr, once it has exited.
+    stderr: Option<thread::JoinHandle<String>>,
 }
 
 impl Running {
@@ -126,10 +128,16 @@ impl Running {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start reader.py");
         let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
         let (sender, lines) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -144,6 +152,7 @@ impl Running {
             stdin: child.stdin.take(),
             child,
             lines,
+            stderr: Some(stderr),
         }
     }
 
@@ -164,10 +173,42 @@ impl Running {
             .expect("write to reader.py");
     }
 
-    /// Waits for it to exit; whether it succeeded.
-    pub fn succeeded(mut self) -> bool {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for it to exit; whether it succeeded (what it said on stderr is passed on).
+    pub fn succeeded(self) -> bool {
+        let (success, stderr) = self.finish();
+        eprint!("{stderr}");
+        success
+    }
+
+    /// Waits for it to exit (killing it after [`PATIENCE`]): whether it succeeded, and what it
+    /// wrote to stderr.
+    pub fn finish(mut self) -> (bool, String) {
         drop(self.stdin.take());
-        self.child.wait().expect("wait for reader.py").success()
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for reader.py") {
+                break status;
+            }
+            if started.elapsed() > PATIENCE {
+                // SAFETY: kill(2) only sends a signal; the child has not been reaped yet
+                // (try_wait just said so), so the pid still names it.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("reader.py did not finish within {PATIENCE:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = self
+            .stderr
+            .take()
+            .map(|reader| reader.join().expect("read reader.py's stderr"))
+            .unwrap_or_default();
+        (status.success(), stderr)
     }
 }
 

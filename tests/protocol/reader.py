@@ -7,20 +7,25 @@ It never writes to a segment and takes no lock.
 
 Commands (each prints JSON lines on stdout; errors go to stderr with exit status 1):
 
-  reader.py read --segment NAME [--count N] [--out FILE] [--pause-after-copy]
+  reader.py read --segment NAME [--count N] [--out FILE] [--pause-after-copy] [--max-pixels N]
       Reads the current image lock-free, N times, one JSON line per read. --out writes the last
-      image's pixels, raw, to FILE. --pause-after-copy stops once after the first copy, before
-      the race check, prints {"paused": ...} and waits for a line on stdin (for tests that
-      publish an image at exactly that moment).
-  reader.py compare --segment NAME --png-url URL [--out FILE]
+      image's pixels, raw, to FILE. --pause-after-copy stops after the first copy of each read,
+      before the race check, prints {"paused": ...} and waits for a line on stdin (for tests
+      that publish an image at exactly that moment). Images of more than --max-pixels pixels
+      (default 100 000 000) are refused before anything is copied.
+  reader.py compare --segment NAME --png-url URL [--out FILE] [--max-pixels N]
       Reads the image and compares it with the PNG at URL (a server's /image.png).
   reader.py wait --segment NAME --since SEQ [--timeout SECONDS]
-      Sleeps on the futex until the segment holds an image other than SEQ.
+      Prints {"waiting": SEQ}, then sleeps on the futex until the segment holds an image other
+      than SEQ; fails if the segment is removed meanwhile.
+  reader.py attached --segment NAME
+      Lists the attached processes the registry names, as {"attached": [{"pid", "label"}]}.
 """
 
 import argparse
 import ctypes
 import ctypes.util
+import fcntl
 import json
 import mmap
 import os
@@ -39,7 +44,12 @@ READY = 0x52454459
 DATA_OFFSET = 4096
 LABEL_MAX = 48
 MAX_SLOT_CAPACITY = 1 << 40
+ATTACHMENT_ENTRIES = 64
+REGISTRY_BYTE = 64
 PAGE = 4096
+
+# "Pixel words": pixels are copied in aligned words of this many bytes.
+PIXEL_WORD = 8
 
 # Control header offsets ("The control object").
 OFF_MAGIC = 0
@@ -48,6 +58,7 @@ OFF_HEADER_SIZE = 12
 OFF_READY = 16
 OFF_NOTIFY = 20
 OFF_STATE = 24
+OFF_CREATED_AT = 40
 OFF_SLOTS = 48
 SLOT_SIZE = 112
 LOCK_OFFSET = 4368
@@ -59,6 +70,12 @@ SLOT_LABEL = 56
 # Label ("Label"): len u32, reserved u32, 48 bytes of UTF-8.
 LABEL_LEN = struct.Struct("=I")
 LABEL_BYTES = 8
+
+# The registry ("Attachment record"): entries of 64 bytes from offset 272, each a pid (u32),
+# 4 reserved bytes, then a label.
+OFF_ATTACHMENTS = 272
+ATTACHMENT_SIZE = 64
+ATTACHMENT_LABEL = 8
 
 # Data header ("Data objects"): magic u64, generation u32, reserved u32, capacity u64.
 DATA_HEADER = struct.Struct("=QIIQ")
@@ -80,6 +97,15 @@ U32 = struct.Struct("=I")
 
 # Lock-free attempts before giving up: a reader must not take the writers' lock.
 MAX_ATTEMPTS = 10_000
+# The most pixels this reader copies unless told otherwise (shmimage's own default).
+DEFAULT_MAX_PIXELS = 100_000_000
+# The longest single futex wait, so that a removed segment is noticed ("Waiting for a change").
+WAIT_SLICE = 1.0
+
+# "Who is attached": struct flock for F_OFD_GETLK (Linux: l_type, l_whence, l_start, l_len,
+# l_pid, padded to 32 bytes on x86-64 and aarch64).
+FLOCK = struct.Struct("@hhqqi4x")
+F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
 
 
 class SegmentError(Exception):
@@ -99,6 +125,11 @@ def load_u64(buffer, offset):
 
 def load_u32(buffer, offset):
     return U32.unpack(buffer[offset:offset + 4])[0]
+
+
+def covered_length(byte_len):
+    """`byte_len` rounded up to whole pixel words ("Pixel words")."""
+    return -(-byte_len // PIXEL_WORD) * PIXEL_WORD
 
 
 def decode_label(buffer, offset):
@@ -140,12 +171,16 @@ class Segment:
             raise SegmentError(
                 "no segment %r: %s does not exist (no process is attached to it)" % (name, self.path)
             )
-        self.length = os.fstat(self.fd).st_size
+        status = os.fstat(self.fd)
+        self.identity = (status.st_dev, status.st_ino)
+        self.length = status.st_size
         if self.length < 24:
             raise SegmentError("control object %s is %d bytes, too short" % (self.path, self.length))
         self.control = mmap.mmap(self.fd, self.length, mmap.MAP_SHARED, mmap.PROT_READ)
         self.data = {}  # generation -> DataObject
+        self.created_at_ns = None
         self.check_control()
+        self.created_at_ns = load_u64(self.control, OFF_CREATED_AT)
 
     def close(self):
         for data in self.data.values():
@@ -171,7 +206,22 @@ class Segment:
         if self.length < needed:
             raise SegmentError("control object is %d bytes, %d needed" % (self.length, needed))
         if load_u32(c, OFF_READY) != READY:
-            raise SegmentError("the segment is not initialised (yet)")
+            if self.removed():
+                raise SegmentError("the segment was removed: the last process attached to it "
+                                   "detached")
+            raise SegmentError("the segment is not ready: it is being initialised or repaired "
+                               "(try again)")
+        created_at_ns = load_u64(c, OFF_CREATED_AT)
+        if self.created_at_ns is not None and created_at_ns != self.created_at_ns:
+            raise SegmentError("the segment was made afresh since this reader opened it")
+
+    def removed(self):
+        """True if the name no longer names the control object this reader has open."""
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (status.st_dev, status.st_ino) != self.identity
 
     def state(self):
         return load_u64(self.control, OFF_STATE)
@@ -180,6 +230,8 @@ class Segment:
         """Step 4 of "Reading the image": the mapped, checked data object of `generation`."""
         data = self.data.get(generation)
         if data is None:
+            # Unmap the generations no slot names before mapping another one.
+            self.forget_stale_mappings()
             data = DataObject(self.name, generation)
             self.data[generation] = data
         # Re-check the length before every copy: another process could have truncated it.
@@ -201,7 +253,7 @@ class Segment:
             if generation not in live:
                 self.data.pop(generation).close()
 
-    def attempt(self, pause=None):
+    def attempt(self, max_pixels, pause=None):
         """One lock-free attempt ("Reading the image"): (info, pixels), None, or Raced."""
         s1 = self.state()  # step 1
         seq, slot = s1 >> 1, s1 & 1
@@ -227,16 +279,31 @@ class Segment:
                 raise SegmentError("dimensions %dx%d overflow" % (width, height))
             if byte_len != expected:
                 raise SegmentError("%d bytes claimed, %dx%d needs %d" % (byte_len, width, height, expected))
-            if not byte_len <= capacity <= MAX_SLOT_CAPACITY:
-                raise SegmentError("%d bytes do not fit a slot of %d" % (byte_len, capacity))
+            covered = covered_length(byte_len)
+            if not covered <= capacity <= MAX_SLOT_CAPACITY:
+                raise SegmentError("%d bytes of pixels take %d bytes of whole words, which do not "
+                                   "fit a slot of %d" % (byte_len, covered, capacity))
+            if width * height > max_pixels:
+                raise SegmentError("the image is %dx%d, %d pixels, more than this reader's limit "
+                                   "of %d (--max-pixels)" % (width, height, width * height,
+                                                            max_pixels))
             data = self.data_object(generation, capacity)  # step 4
         except (SegmentError, FileNotFoundError) as error:
+            # Step 6 asks for an acquire fence first; see the comment at the copy's re-check.
             if self.state() != s1:
                 raise Raced()
             if isinstance(error, FileNotFoundError):
                 raise SegmentError("data object of generation %d is missing" % generation)
             raise
-        pixels = data.map[DATA_OFFSET:DATA_OFFSET + byte_len]  # step 5: the copy
+        # Step 5: the copy covers whole pixel words, and the image is its first byte_len bytes.
+        # CPython copies a slice of an mmap with memcpy; it has no atomic loads, so this reader
+        # is one of the document's "languages without such a model" and relies on the race
+        # check. Python raises MemoryError when it cannot allocate: reported, never a crash.
+        try:
+            words = data.map[DATA_OFFSET:DATA_OFFSET + covered]
+        except MemoryError:
+            raise SegmentError("cannot allocate %d bytes to copy the image" % covered)
+        pixels = words[:byte_len] if covered != byte_len else words
         if pause is not None:
             pause(seq)
         # Step 6: CPython offers no fence. On x86-64, which keeps loads in program order, this
@@ -256,13 +323,18 @@ class Segment:
         }
         return info, pixels
 
-    def read(self, pause=None):
+    def read(self, max_pixels=DEFAULT_MAX_PIXELS, pause=None):
         """The current image as (info, pixels), or None; retries lost races."""
+        self.check_control()  # before every read: the segment may be going away
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                result = self.attempt(pause if attempt == 1 else None)
+                result = self.attempt(max_pixels, pause if attempt == 1 else None)
             except Raced:
                 continue
+            except SegmentError:
+                # "Check the control object again": a segment being removed is not corrupt.
+                self.check_control()
+                raise
             self.forget_stale_mappings()
             if result is None:
                 return None
@@ -271,12 +343,16 @@ class Segment:
             return info, pixels
         raise SegmentError("writers published faster than this reader could copy, %d times" % MAX_ATTEMPTS)
 
-    def wait(self, since, timeout):
-        """PROTOCOL.md, "Waiting for a change": the seq once it is not `since`, or None."""
+    def wait(self, since, timeout, started=None):
+        """PROTOCOL.md, "Waiting for a change": the seq once it is not `since`, or None.
+
+        Each futex wait lasts at most WAIT_SLICE, and the control object is checked between
+        them: nobody wakes waiters when the last attached process removes the segment."""
         futex = Futex(self.path, self.length)
         try:
             deadline = time.monotonic() + timeout
             while True:
+                self.check_control()
                 ticket = futex.load()
                 seq = self.state() >> 1
                 if seq != since:
@@ -284,9 +360,27 @@ class Segment:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                futex.wait(ticket, left)
+                if started is not None:
+                    started()
+                    started = None
+                futex.wait(ticket, min(left, WAIT_SLICE))
         finally:
             futex.close()
+
+    def attached(self):
+        """PROTOCOL.md, "Who is attached": the entries whose byte is locked shared."""
+        listed = []
+        for i in range(ATTACHMENT_ENTRIES):
+            query = FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, REGISTRY_BYTE + i, 1, 0)
+            l_type = FLOCK.unpack(fcntl.fcntl(self.fd, F_OFD_GETLK, query))[0]
+            if l_type != fcntl.F_RDLCK:
+                continue  # free, or being filled in or cleared: its fields may be a dead one's
+            base = OFF_ATTACHMENTS + ATTACHMENT_SIZE * i
+            listed.append({
+                "pid": load_u32(self.control, base),
+                "label": decode_label(self.control, base + ATTACHMENT_LABEL),
+            })
+        return listed
 
 
 class Futex:
@@ -427,7 +521,7 @@ def command_read(segment, args):
 
     result = None
     for _ in range(args.count):
-        result = segment.read(pause if args.pause_after_copy else None)
+        result = segment.read(args.max_pixels, pause if args.pause_after_copy else None)
         if result is None:
             emit({"seq": 0})
             continue
@@ -439,7 +533,7 @@ def command_read(segment, args):
 
 
 def command_compare(segment, args):
-    result = segment.read()
+    result = segment.read(args.max_pixels)
     if result is None:
         raise SegmentError("no image in segment %r yet" % segment.name)
     info, pixels = result
@@ -461,10 +555,14 @@ def command_compare(segment, args):
 
 
 def command_wait(segment, args):
-    seq = segment.wait(args.since, args.timeout)
+    seq = segment.wait(args.since, args.timeout, started=lambda: emit({"waiting": args.since}))
     if seq is None:
         raise SegmentError("no image other than %d within %g seconds" % (args.since, args.timeout))
     emit({"seq": seq})
+
+
+def command_attached(segment, _args):
+    emit({"attached": segment.attached()})
 
 
 def main():
@@ -480,14 +578,18 @@ def main():
     wait = commands.add_parser("wait")
     wait.add_argument("--since", type=int, required=True)
     wait.add_argument("--timeout", type=float, default=30.0)
-    for command in (read, compare, wait):
+    attached = commands.add_parser("attached")
+    for command in (read, compare):
+        command.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    for command in (read, compare, wait, attached):
         command.add_argument("--segment", required=True)
     args = parser.parse_args()
     try:
         segment = Segment(args.segment)
         try:
-            {"read": command_read, "compare": command_compare, "wait": command_wait}[args.command](
-                segment, args)
+            handlers = {"read": command_read, "compare": command_compare, "wait": command_wait,
+                        "attached": command_attached}
+            handlers[args.command](segment, args)
         finally:
             segment.close()
     except SegmentError as error:

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 /// This test process, attached to `segment` as a writer.
-fn attach(segment: &str) -> Segment {
+pub fn attach(segment: &str) -> Segment {
     Segment::attach(SegmentConfig {
         name: SegmentName::new(segment).unwrap(),
         max_pixels: 100_000_000,
@@ -22,7 +22,7 @@ fn attach(segment: &str) -> Segment {
 }
 
 /// An RGBA image of `side` x `side` pixels filled with `value`, different for every value.
-fn filled(side: u32, value: u8) -> Raster {
+pub fn filled(side: u32, value: u8) -> Raster {
     let len = (side * side * 4) as usize;
     let pixels = (0..len)
         .map(|i| value.wrapping_add((i % 251) as u8))
@@ -201,6 +201,7 @@ async fn the_python_reader_sleeps_on_the_futex_until_the_next_image() {
     let at_once = run(python, &["wait", "--segment", &segment, "--since", "0"]);
     assert_eq!(at_once.only_line()["seq"], 1);
     let waiting = Running::start(python, &["wait", "--segment", &segment, "--since", "1"]);
+    assert_eq!(waiting.next_line()["waiting"], 1, "it is about to sleep");
     assert_eq!(server.upload(png, "2.png", "image/png").await.status(), 201);
     assert_eq!(waiting.next_line()["seq"], 2);
     assert!(waiting.succeeded());
