@@ -8,10 +8,11 @@
 //! Both answers carry a `Server-Timing` header (see [`super::timing`]) with the time spent
 //! receiving the body, waiting for memory, decoding it and writing the pixels into the segment.
 //!
-//! The body is read into a buffer that grows with what arrives (a declared `Content-Length` is
-//! not reserved up front), and refused with `415` as soon as its first bytes show it is no image
-//! this server reads. The decode reserves the memory it needs from the server's
-//! [`super::budget`] first.
+//! The body is copied once, piece by piece, into one buffer that grows with what arrives (a
+//! declared `Content-Length` is not reserved up front; see `body.rs`); a form is read in place
+//! in that buffer and its image handed on as a view of it (`form.rs`). The upload is refused
+//! with `415` as soon as its first bytes show it is no image this server reads. The decode
+//! reserves the memory it needs from the server's [`super::budget`] first.
 
 mod body;
 mod form;
