@@ -15,7 +15,13 @@
 //!   bytes served by tower-http's `ServeDir` from a file, in a second process this example
 //!   starts (itself, with `--serve-dir DIR`);
 //! - `If-None-Match` → `304` latency;
-//! - peak and idle RSS of a fresh pair of servers around one 3840x2160 upload and cold read.
+//! - peak and resting RSS of a fresh pair of servers after each of three 3840x2160 cycles
+//!   (JPEG, PNG, JPEG uploaded to A, each read cold from B);
+//! - **Qt's data path** for the 1920x1080 and 3840x2160 files (`examples/qt_path.py`, with the
+//!   system's Qt through PyQt6: the example's `loadFromFile()` and `loadFromMemory()`, then the
+//!   image saved as PNG), next to the share, with the PNG sizes;
+//! - the `receive` of a 1920x1080 PNG upload, as a form and as a raw body, median and p90 of
+//!   41 uploads.
 //!
 //! If `cargo bench --features bench --bench segment` ran before, its 3840x2160 RGBA8 segment write, read and
 //! memcpy medians are taken from `target/criterion` too.
@@ -26,6 +32,9 @@
 //! cargo run --release --features bench --example e2e_bench
 //! cargo run --release --features bench --example e2e_bench -- --quick    # without 7680x4320, fewer repetitions
 //! ```
+//!
+//! Qt's path needs `apt-get install python3-pyqt6` (it runs `/usr/bin/python3`, or the
+//! interpreter `SHMIMAGE_QT_PYTHON` names); without it that comparison is left out.
 //!
 //! Prints a table, writes JSON to `target/e2e-bench.json` and the chart of time against pixel
 //! count to `docs/performance-chart.svg`. The servers run with `RUST_LOG=warn`, so request logs
@@ -64,6 +73,21 @@ const NOT_MODIFIED_REQUESTS: usize = 1000;
 
 /// JPEG quality of the uploads.
 const JPEG_QUALITY: u8 = 90;
+
+/// The sizes whose shares are compared with Qt's data path, with how often Qt's path runs.
+const QT_SIZES: [(u32, u32, usize); 2] = [(1920, 1080, 3), (3840, 2160, 2)];
+
+/// How many times shmimage must be faster than Qt's data path, and how much larger its PNG
+/// may be (the targets of docs/PERFORMANCE.md).
+const QT_SPEEDUP_TARGET: f64 = 50.0;
+const QT_PNG_SIZE_TARGET: f64 = 1.4;
+
+/// Uploads of the 1920x1080 PNG whose `receive` is measured, as a form and as a raw body.
+const RECEIVE_UPLOADS: usize = 41;
+
+/// How long the memory measurement lets a server settle after a request (a release of freed
+/// memory runs on a blocking thread once the request is done).
+const SETTLE: Duration = Duration::from_millis(500);
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -500,27 +524,7 @@ async fn main() -> Result<(), Error> {
     )?;
 
     // Memory first, on a pair of servers that have seen nothing else.
-    let rss = {
-        let segment = format!("rss{}", std::process::id() % 1_000_000);
-        let a = Server::shmimage(&binary, &segment)?;
-        let b = Server::shmimage(&binary, &segment)?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let (idle_a, idle_b) = (a.memory_report(), b.memory_report());
-        let image = photo_like(3840, 2160);
-        let decoded = image.as_raw().len() as u64;
-        let jpeg = Bytes::from(jpeg_file(&image)?);
-        drop(image);
-        upload_and_share(&client, &a, &b, &jpeg, "image/jpeg", 1).await?;
-        let (after_a, after_b) = (a.memory_report(), b.memory_report());
-        upload_and_share(&client, &a, &b, &jpeg, "image/jpeg", 2).await?;
-        let (steady_a, steady_b) = (a.memory_report(), b.memory_report());
-        json!({
-            "image": "3840x2160 JPEG q90, decoded RGB 8-bit",
-            "decoded_mb": mb(decoded),
-            "writer_a": { "idle": idle_a, "after_first_upload": after_a, "after_three_uploads": steady_a },
-            "reader_b": { "idle": idle_b, "after_first_cold_read": after_b, "after_three_cold_reads": steady_b },
-        })
-    };
+    let rss = measure_memory(&client, &binary).await?;
 
     let segment = format!("e2e{}", std::process::id() % 1_000_000);
     let a = Server::shmimage(&binary, &segment)?;
@@ -557,6 +561,10 @@ async fn main() -> Result<(), Error> {
             drop(raster);
 
             let (samples, png) = upload_and_share(&client, &a, &b, file, mime, reps).await?;
+            let qt = match QT_SIZES.iter().find(|s| (s.0, s.1) == (width, height)) {
+                Some(&(_, _, qt_reps)) => qt_path(&scratch, name, file, qt_reps)?,
+                None => Value::Null,
+            };
             let upload = samples.median("upload");
             let cold_get = samples.median("cold_get");
             chart.insert(
@@ -614,6 +622,7 @@ async fn main() -> Result<(), Error> {
                     "upload_minor_page_faults_a": samples.median("a_faults"),
                     "cold_get_minor_page_faults_b": samples.median("b_faults"),
                     "repetitions": reps,
+                    "qt_path": qt_comparison(&qt, samples.median("share"), png.len()),
                 }),
             );
             warm_png = png;
@@ -685,6 +694,7 @@ async fn main() -> Result<(), Error> {
             chart,
         });
     }
+    let receive = measure_receive(&client, &a).await?;
     let peak = json!({ "a": a.memory_report(), "b": b.memory_report() });
     drop((a, b, file_server));
     let _ = std::fs::remove_dir_all(&scratch);
@@ -692,6 +702,7 @@ async fn main() -> Result<(), Error> {
     let segment_bench = segment_bench(&target);
     let linearity = linearity(&results);
     print_summary(&results, &not_modified, &rss, &segment_bench, &linearity);
+    println!("upload receive, 1920x1080 PNG: {receive}");
 
     let report = json!({
         "machine": machine(),
@@ -699,6 +710,7 @@ async fn main() -> Result<(), Error> {
         "sizes": results.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
         "if_none_match_304": not_modified,
         "rss_3840x2160": rss,
+        "receive_1920x1080_png": receive,
         "rss_main_pair": { "idle": idle, "after_all_sizes": peak },
         "segment_bench_3840x2160_rgba8": segment_bench,
         "linearity": linearity,
@@ -715,6 +727,177 @@ async fn main() -> Result<(), Error> {
         run_started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Peak and resting memory of a fresh pair of servers over three 3840x2160 cycles (a JPEG, a
+/// PNG, a JPEG of the same photo uploaded to A, each read cold from B), after each cycle, as
+/// `/proc/PID/status` says, and above idle in units of the decoded image.
+async fn measure_memory(client: &reqwest::Client, binary: &Path) -> Result<Value, Error> {
+    let segment = format!("rss{}", std::process::id() % 1_000_000);
+    let a = Server::shmimage(binary, &segment)?;
+    let b = Server::shmimage(binary, &segment)?;
+    tokio::time::sleep(SETTLE).await;
+    let (idle_a, idle_b) = (a.memory("VmRSS"), b.memory("VmRSS"));
+    let image = photo_like(3840, 2160);
+    let decoded = image.as_raw().len() as u64;
+    let jpeg = Bytes::from(jpeg_file(&image)?);
+    let png = Bytes::from(png_file(&image)?);
+    drop(image);
+    let over_idle = |server: &Server, idle: u64| {
+        let times = |bytes: u64| bytes.saturating_sub(idle) as f64 / decoded as f64;
+        let mut report = server.memory_report();
+        report["peak_over_idle_x_decoded"] = json!(times(server.memory("VmHWM")));
+        report["rss_over_idle_x_decoded"] = json!(times(server.memory("VmRSS")));
+        report
+    };
+    let mut cycles = Vec::new();
+    for (index, (name, mime, file)) in [
+        ("JPEG", "image/jpeg", &jpeg),
+        ("PNG", "image/png", &png),
+        ("JPEG", "image/jpeg", &jpeg),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        upload_and_share(client, &a, &b, file, mime, 1).await?;
+        tokio::time::sleep(SETTLE).await;
+        let (writer, reader) = (over_idle(&a, idle_a), over_idle(&b, idle_b));
+        let x = |report: &Value, key: &str| report[key].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "memory after cycle {} ({name} {:.1} MB): A peak {:.1} MB ({:.2}x), now {:.1} MB \
+             ({:.2}x; anon {:.1}, shmem {:.1}) | B peak {:.1} MB ({:.2}x), now {:.1} MB ({:.2}x; \
+             anon {:.1}, shmem {:.1})",
+            index + 1,
+            mb(file.len() as u64),
+            x(&writer, "hwm_mb"),
+            x(&writer, "peak_over_idle_x_decoded"),
+            x(&writer, "rss_mb"),
+            x(&writer, "rss_over_idle_x_decoded"),
+            x(&writer, "anon_mb"),
+            x(&writer, "shmem_mb"),
+            x(&reader, "hwm_mb"),
+            x(&reader, "peak_over_idle_x_decoded"),
+            x(&reader, "rss_mb"),
+            x(&reader, "rss_over_idle_x_decoded"),
+            x(&reader, "anon_mb"),
+            x(&reader, "shmem_mb"),
+        );
+        cycles.push(json!({ "upload": name, "writer_a": writer, "reader_b": reader }));
+    }
+    Ok(json!({
+        "image": "3840x2160 photo, uploaded as JPEG q90, PNG, JPEG q90; decoded RGB 8-bit",
+        "decoded_mb": mb(decoded),
+        "idle": { "writer_a_rss_mb": mb(idle_a), "reader_b_rss_mb": mb(idle_b) },
+        "after_each_cycle": cycles,
+    }))
+}
+
+/// `Server-Timing` `receive` of [`RECEIVE_UPLOADS`] uploads of a 1920x1080 PNG to A, sent as a
+/// form (as browsers and `curl -F` send it) and as a raw body: median and p90 in ms.
+async fn measure_receive(client: &reqwest::Client, a: &Server) -> Result<Value, Error> {
+    let image = photo_like(1920, 1080);
+    let png = Bytes::from(png_file(&image)?);
+    drop(image);
+    let mut out = serde_json::Map::new();
+    for how in ["form", "raw"] {
+        let mut samples = Vec::with_capacity(RECEIVE_UPLOADS);
+        for _ in 0..RECEIVE_UPLOADS {
+            let request = client.post(a.url("/image"));
+            let request = if how == "form" {
+                let part = reqwest::multipart::Part::bytes(png.to_vec())
+                    .file_name("photo.png")
+                    .mime_str("image/png")?;
+                request.multipart(reqwest::multipart::Form::new().part("image", part))
+            } else {
+                request
+                    .header("Content-Type", "image/png")
+                    .body(png.clone())
+            };
+            let response = request.send().await?;
+            if response.status() != 201 {
+                return Err(format!("A answered {}", response.status()).into());
+            }
+            let timing = server_timing(&response);
+            response.bytes().await?;
+            samples.push(timing.get("receive").copied().unwrap_or(f64::NAN));
+        }
+        let (p50, p90) = (median(&samples), percentile(&samples, 90.0));
+        println!(
+            "upload receive, 1920x1080 PNG of {:.2} MB as {how}: median {p50:.2} ms, p90 \
+             {p90:.2} ms ({RECEIVE_UPLOADS} uploads)",
+            mb(png.len() as u64)
+        );
+        out.insert(
+            how.to_owned(),
+            json!({
+                "body_mb": mb(png.len() as u64),
+                "uploads": RECEIVE_UPLOADS,
+                "median_ms": p50,
+                "p90_ms": p90,
+            }),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+/// Qt's data path for `file` (`examples/qt_path.py`: the example's `loadFromFile()` and
+/// `loadFromMemory()`, then the PNG saved), `reps` times: the script's JSON, or `Null` when Qt
+/// cannot run here.
+fn qt_path(scratch: &Path, name: &str, file: &[u8], reps: usize) -> Result<Value, Error> {
+    let path = scratch.join(format!("qt-input.{name}"));
+    std::fs::write(&path, file)?;
+    let python =
+        std::env::var_os("SHMIMAGE_QT_PYTHON").unwrap_or_else(|| "/usr/bin/python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/qt_path.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg("--reps")
+        .arg(reps.to_string())
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let output = match output {
+        Ok(output) if output.status.success() => output,
+        Ok(output) => {
+            eprintln!(
+                "Qt's data path did not run ({}): {}; `apt-get install python3-pyqt6` to compare \
+                 with it",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            return Ok(Value::Null);
+        }
+        Err(error) => {
+            eprintln!("cannot run {}: {error}", python.to_string_lossy());
+            return Ok(Value::Null);
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().ok_or("qt_path.py printed nothing")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// A share of `share_ms` with a PNG of `png_len` bytes against Qt's path `qt`.
+fn qt_comparison(qt: &Value, share_ms: f64, png_len: usize) -> Value {
+    let (Some(total), Some(qt_png)) = (qt["ms"]["total"].as_f64(), qt["png_bytes"].as_f64()) else {
+        return Value::Null;
+    };
+    let speedup = total / share_ms;
+    let size = png_len as f64 / qt_png;
+    json!({
+        "qt": qt,
+        "qt_total_ms": total,
+        "share_ms": share_ms,
+        "speedup": speedup,
+        "speedup_target": QT_SPEEDUP_TARGET,
+        "speedup_met": speedup >= QT_SPEEDUP_TARGET,
+        "png_mb": mb(png_len as u64),
+        "qt_png_mb": qt_png / 1e6,
+        "png_size_over_qt": size,
+        "png_size_target": QT_PNG_SIZE_TARGET,
+        "png_size_met": size <= QT_PNG_SIZE_TARGET,
+    })
 }
 
 /// p50 and p99 of `GET /image.png` with `If-None-Match` naming B's current image.
@@ -837,8 +1020,49 @@ fn print_summary(
             );
         }
     }
+    println!();
+    println!(
+        "| size | file | share ms | Qt's path ms (load + PNG + copy + read + save) | Qt/share | PNG MB | Qt's PNG MB | PNG/Qt's |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for result in results {
+        for (name, f) in result.json["formats"].as_object().into_iter().flatten() {
+            let qt = &f["qt_path"];
+            if qt.is_null() {
+                continue;
+            }
+            let n = |key: &str| qt[key].as_f64().unwrap_or(f64::NAN);
+            let step = |key: &str| qt["qt"]["ms"][key].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "| {}x{} | {name} | {:.2} | {:.0} ({:.0} + {:.0} + {:.0} + {:.0} + {:.0}) | {:.1}x{} | {:.2} | {:.2} | {:.2}{} |",
+                result.width,
+                result.height,
+                n("share_ms"),
+                n("qt_total_ms"),
+                step("load"),
+                step("serialize_png"),
+                step("copy"),
+                step("read_decode"),
+                step("save_png"),
+                n("speedup"),
+                if n("speedup") >= QT_SPEEDUP_TARGET {
+                    ""
+                } else {
+                    " (below 50x)"
+                },
+                n("png_mb"),
+                n("qt_png_mb"),
+                n("png_size_over_qt"),
+                if n("png_size_over_qt") <= QT_PNG_SIZE_TARGET {
+                    ""
+                } else {
+                    " (above 1.4x)"
+                },
+            );
+        }
+    }
     println!("304: {not_modified}");
-    println!("RSS around one 3840x2160 upload and cold read: {rss}");
+    println!("memory over three 3840x2160 cycles: {rss}");
     println!("segment bench 3840x2160 RGBA8: {segment}");
     println!("linearity: {linearity}");
 }

@@ -4,11 +4,13 @@
 //!
 //! - [`raster`]: decoded images (width, height, pixel format, bytes): the domain type.
 //! - [`segment`]: the named shared-memory store for one image, its lock, slots and lifetime.
-//!   All `unsafe` code lives here.
+//!   All `unsafe` code lives here, but for one call into the C library's allocator in
+//!   [`allocator`].
 //! - [`imaging`]: decoding uploads into rasters and encoding rasters as PNG.
 //! - [`web`]: the HTTP server: routes, page templates, errors, the accept loop with its limits
 //!   on connections and time ([`web::serve`]) and the memory budget ([`web::budget`]). [`app`]
 //!   builds the router and [`run`] serves it until shutdown is signalled.
+//! - [`allocator`]: handing memory that large requests freed back to the system.
 //! - [`json`]: the segment's state as JSON, one shape for the HTTP API and the commands.
 //! - [`config`]: command-line and environment configuration: the server's flags, and the
 //!   commands.
@@ -18,6 +20,7 @@
 //! The byte layout and protocol of a segment, for readers in other languages, are specified in
 //! `docs/PROTOCOL.md`.
 
+pub mod allocator;
 pub mod commands;
 pub mod config;
 pub mod imaging;

@@ -33,6 +33,7 @@ fn init_logging(default_level: &str) {
 
 /// Runs a server until SIGINT or SIGTERM.
 fn serve(config: Config) -> ExitCode {
+    shmimage::allocator::configure_for_server();
     let served = tokio::runtime::Runtime::new()
         .map_err(|error| format!("cannot start the server's threads: {error}"))
         .and_then(|runtime| runtime.block_on(shmimage::server::serve(config)));

@@ -11,8 +11,18 @@
 //! ([`available_memory`]): a sixteenth of it, but never less than one image of `--max-pixels`
 //! at 8 bytes per pixel (so the largest image the server accepts can always be decoded) nor more
 //! than half of it.
+//!
+//! Memory given back goes back to the system too, once the server is at rest: after a
+//! reservation of at least [`RELEASE_AFTER_BYTES`] has ended, as soon as nothing has been
+//! reserved for [`RELEASE_WHEN_IDLE_FOR`], the allocator's free pages are returned
+//! ([`crate::allocator::release_free_memory`], on a blocking thread). A server at rest then
+//! holds the memory it keeps on purpose (the segment's pixels, cached PNGs) and not the freed
+//! buffers of its last large request, while requests that follow each other closely reuse
+//! those buffers instead of paying for fresh pages (a page fault costs 2 to 9 µs per 4 KiB on
+//! the machine of docs/PERFORMANCE.md, more than copying the page).
 
 use super::AppError;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,6 +35,13 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 /// The widest pixel shmimage stores: RGBA with 16-bit samples.
 const WIDEST_STORED_PIXEL: u64 = 8;
 
+/// The smallest reservation whose end returns free memory to the system: an image of about
+/// 1920x1080 pixels and up. Smaller requests leave the allocator's free memory for the next.
+pub const RELEASE_AFTER_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How long nothing may be reserved before free memory goes back to the system.
+pub const RELEASE_WHEN_IDLE_FOR: Duration = Duration::from_millis(500);
+
 /// Room for what a decode holds besides its pixels.
 const WORKING_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -34,6 +51,11 @@ pub struct MemoryBudget {
     total: u64,
     free: Mutex<u64>,
     returned: Condvar,
+    /// Counts reservations made, so that a release planned at rest knows whether the budget
+    /// has been used since.
+    reserved: AtomicU64,
+    /// Whether a large reservation has ended since free memory last went back to the system.
+    release_pending: AtomicBool,
 }
 
 /// Memory reserved from a [`MemoryBudget`], given back on drop.
@@ -71,6 +93,7 @@ impl Reservation {
         }
         *free -= more;
         self.bytes = needed;
+        budget.reserved.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -83,7 +106,15 @@ impl Drop for Reservation {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *free += self.bytes;
+        let at_rest = *free == self.budget.total;
+        drop(free);
         self.budget.returned.notify_all();
+        if self.bytes >= RELEASE_AFTER_BYTES {
+            self.budget.release_pending.store(true, Ordering::Relaxed);
+        }
+        if at_rest && self.budget.release_pending.load(Ordering::Relaxed) {
+            self.budget.release_when_idle();
+        }
     }
 }
 
@@ -94,7 +125,31 @@ impl MemoryBudget {
             total,
             free: Mutex::new(total),
             returned: Condvar::new(),
+            reserved: AtomicU64::new(0),
+            release_pending: AtomicBool::new(false),
         })
+    }
+
+    /// Hands the allocator's free memory back to the system if nothing is reserved for
+    /// [`RELEASE_WHEN_IDLE_FOR`] from now, on one of tokio's blocking threads (it takes the
+    /// allocator's locks); outside a runtime, at once.
+    fn release_when_idle(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.release_pending.store(false, Ordering::Relaxed);
+            crate::allocator::release_free_memory();
+            return;
+        };
+        let seen = self.reserved.load(Ordering::Relaxed);
+        let budget = Arc::clone(self);
+        runtime.spawn(async move {
+            tokio::time::sleep(RELEASE_WHEN_IDLE_FOR).await;
+            let idle = budget.reserved.load(Ordering::Relaxed) == seen
+                && *budget.free.lock().unwrap_or_else(PoisonError::into_inner) == budget.total;
+            // Otherwise the budget was used since: the end of that use plans the release anew.
+            if idle && budget.release_pending.swap(false, Ordering::Relaxed) {
+                let _ = tokio::task::spawn_blocking(crate::allocator::release_free_memory).await;
+            }
+        });
     }
 
     /// The whole budget, in bytes.
@@ -143,6 +198,7 @@ impl MemoryBudget {
                 .0;
         }
         *free -= bytes;
+        self.reserved.fetch_add(1, Ordering::Relaxed);
         Ok(Reservation {
             budget: Arc::clone(self),
             bytes,
@@ -249,6 +305,26 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         drop(held);
         assert!(waiter.join().unwrap());
+    }
+
+    #[tokio::test]
+    async fn free_memory_goes_back_to_the_system_once_the_budget_is_at_rest() {
+        let budget = MemoryBudget::new(100 * MIB);
+        let small = budget.reserve(MIB, "encoding", WAIT).unwrap();
+        drop(budget.reserve(8 * MIB, "decoding", WAIT).unwrap());
+        assert!(budget.release_pending.load(Ordering::Relaxed));
+        // Not at rest while anything is reserved, however long that lasts.
+        tokio::time::sleep(2 * RELEASE_WHEN_IDLE_FOR).await;
+        assert!(budget.release_pending.load(Ordering::Relaxed));
+        drop(small);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while budget.release_pending.load(Ordering::Relaxed) {
+            assert!(Instant::now() < deadline, "no release at rest");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Small requests alone leave the allocator's free memory where it is.
+        drop(budget.reserve(MIB, "encoding", WAIT).unwrap());
+        assert!(!budget.release_pending.load(Ordering::Relaxed));
     }
 
     #[test]

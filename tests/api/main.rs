@@ -9,6 +9,7 @@ mod helpers;
 mod image_png;
 mod lifecycle;
 mod live;
+mod memory;
 mod messages;
 mod page;
 mod resized;

@@ -8,12 +8,18 @@
 //! Both answers carry a `Server-Timing` header (see [`super::timing`]) with the time spent
 //! receiving the body, waiting for memory, decoding it and writing the pixels into the segment.
 //!
-//! The body is read into a buffer that grows with what arrives (a declared `Content-Length` is
-//! not reserved up front), and refused with `415` as soon as its first bytes show it is no image
-//! this server reads. The decode reserves the memory it needs from the server's
-//! [`super::budget`] first.
+//! The body is copied once, piece by piece, into one buffer that grows with what arrives (a
+//! declared `Content-Length` is not reserved up front; see `body.rs`); a form is read in place
+//! in that buffer and its image handed on as a view of it (`form.rs`). The upload is refused
+//! with `415` as soon as its first bytes show it is no image this server reads. The decode
+//! reserves the memory it needs from the server's [`super::budget`] first.
 
-use super::budget::{self, MemoryBudget, Reservation};
+mod body;
+mod form;
+
+use self::body::BodyBuffer;
+use self::form::FormReader;
+use super::budget::{self, Reservation};
 use super::error::Reply;
 use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
@@ -22,7 +28,7 @@ use crate::raster::Raster;
 use crate::segment::ImageInfo;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
@@ -86,7 +92,9 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request) -> 
     let received = Instant::now();
     let upload = match read_upload(&state, request).await {
         Ok(upload) => upload,
-        Err(error) => return reply.upload_error(error, &state, None),
+        Err(Refused { error, file_name }) => {
+            return reply.upload_error(error, &state, file_name.as_deref());
+        }
     };
     timing.record_since("receive", received);
     let upload_name = upload.file_name.clone();
@@ -194,8 +202,24 @@ fn preview(raster: &Raster, seq: u64) -> Option<String> {
     }
 }
 
+/// An upload refused while it was being received, with the file name of the form's field if
+/// its head had arrived.
+struct Refused {
+    error: AppError,
+    file_name: Option<String>,
+}
+
+impl From<AppError> for Refused {
+    fn from(error: AppError) -> Refused {
+        Refused {
+            error,
+            file_name: None,
+        }
+    }
+}
+
 /// The upload's bytes, from a multipart form or from the raw body.
-async fn read_upload(state: &AppState, request: Request) -> Result<Upload, AppError> {
+async fn read_upload(state: &AppState, request: Request) -> Result<Upload, Refused> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -206,144 +230,74 @@ async fn read_upload(state: &AppState, request: Request) -> Result<Upload, AppEr
         .map(|value| value.trim().to_ascii_lowercase())
         .unwrap_or_default();
     let limit = state.limits.max_upload_bytes;
-
-    if media_type == "multipart/form-data" {
-        let mut form = Multipart::from_request(request, state)
-            .await
-            .map_err(|rejection| AppError::MalformedUpload(rejection.body_text()))?;
-        while let Some(mut field) = form
-            .next_field()
-            .await
-            .map_err(|error| multipart_error(error, limit))?
-        {
-            if field.name() == Some(IMAGE_FIELD) {
-                let file_name = field.file_name().and_then(clean_file_name);
-                let mut received = Received::new(None, state.budget());
-                while let Some(piece) = field
-                    .chunk()
-                    .await
-                    .map_err(|error| multipart_error(error, limit))?
-                {
-                    received.add(&piece, limit)?;
-                }
-                let (bytes, memory) = received.finish();
-                return Ok(Upload {
-                    file_name,
-                    bytes,
-                    memory,
-                });
-            }
-        }
-        Err(AppError::MissingImageField)
-    } else if media_type.starts_with("image/") || media_type == "application/octet-stream" {
-        let (bytes, memory) = read_body(request, limit, state.budget()).await?;
-        Ok(Upload {
-            file_name: None,
-            bytes,
-            memory,
-        })
-    } else {
-        Err(AppError::UnsupportedContentType { content_type })
+    let is_form = media_type == "multipart/form-data";
+    if !is_form && !media_type.starts_with("image/") && media_type != "application/octet-stream" {
+        return Err(AppError::UnsupportedContentType { content_type }.into());
     }
-}
-
-/// A raw body of at most `limit` bytes.
-///
-/// Each piece is copied into one buffer and let go as it arrives, so the body is in memory
-/// once, not as a list of pieces plus a contiguous copy of them.
-async fn read_body(
-    request: Request,
-    limit: usize,
-    budget: &Arc<MemoryBudget>,
-) -> Result<(Bytes, Reservation), AppError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(AppError::UploadTooLarge { limit });
+        return Err(AppError::UploadTooLarge { limit }.into());
     }
-    let mut body = request.into_body().into_data_stream();
-    let mut received = Received::new(declared, budget);
-    while let Some(piece) = body.next().await {
-        let piece = piece.map_err(|error| AppError::MalformedUpload(error.to_string()))?;
-        received.add(&piece, limit)?;
-    }
-    Ok(received.finish())
-}
-
-/// An upload's bytes as they arrive: checked against the limit, recognised (or refused) as an
-/// image from the first bytes, in a buffer that grows with what has arrived and whose memory is
-/// reserved from the budget as it grows.
-struct Received {
-    bytes: Vec<u8>,
-    memory: Reservation,
-    /// The length the request declared, if any: the buffer never grows past it unasked.
-    declared: Option<u64>,
-    /// Whether the first bytes were found to start an image.
-    recognised: bool,
-}
-
-impl Received {
-    fn new(declared: Option<u64>, budget: &Arc<MemoryBudget>) -> Received {
-        Received {
-            bytes: Vec::new(),
-            memory: budget.nothing(),
-            declared,
-            recognised: false,
-        }
-    }
-
-    /// Adds `piece`; refuses the upload once it is over `limit` or its first bytes start no
-    /// image this server reads (without waiting for the rest).
-    fn add(&mut self, piece: &[u8], limit: usize) -> Result<(), AppError> {
-        let needed = self.bytes.len() + piece.len();
-        if needed > limit {
-            return Err(AppError::UploadTooLarge { limit });
-        }
-        if needed > self.bytes.capacity() {
-            // Grow fourfold, so a large body is copied about once in all, but never to more
-            // than the declared length or the limit: a length that was declared but not sent
-            // costs nothing.
-            let ceiling = self
-                .declared
-                .and_then(|declared| usize::try_from(declared).ok())
-                .unwrap_or(limit)
-                .min(limit);
-            let target = needed.max(self.bytes.len().saturating_mul(4).min(ceiling));
-            let more = target - self.bytes.capacity();
-            self.memory.grow(more as u64, "receiving the upload")?;
-            self.bytes
-                .try_reserve_exact(target - self.bytes.len())
-                .map_err(|_| AppError::OutOfMemory {
-                    work: "receiving the upload",
-                    bytes: target as u64,
-                })?;
-        }
-        self.bytes.extend_from_slice(piece);
-        if !self.recognised {
-            match imaging::sniff(&self.bytes, false) {
-                Sniffed::Image(_) => self.recognised = true,
-                Sniffed::Refused(error) => return Err(error.into()),
-                Sniffed::NeedMore => {}
+    let buffer = BodyBuffer::new(declared, limit, state.budget());
+    let mut pieces = request.into_body().into_data_stream();
+    if is_form {
+        let content_type = content_type.as_deref().unwrap_or_default();
+        let mut form = FormReader::new(content_type, IMAGE_FIELD, buffer)?;
+        while let Some(piece) = pieces.next().await {
+            let pushed = piece
+                .map_err(unreadable_body)
+                .and_then(|piece| form.push(&piece));
+            match pushed {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(error) => {
+                    return Err(Refused {
+                        error,
+                        file_name: form.file_name().and_then(clean_file_name),
+                    });
+                }
             }
         }
-        Ok(())
-    }
-
-    fn finish(self) -> (Bytes, Reservation) {
-        (Bytes::from(self.bytes), self.memory)
+        let file_name = form.file_name().and_then(clean_file_name);
+        let field = form.finish().map_err(|error| Refused {
+            error,
+            file_name: file_name.clone(),
+        })?;
+        Ok(Upload {
+            file_name,
+            bytes: field.bytes,
+            memory: field.memory,
+        })
+    } else {
+        let mut body = buffer;
+        let mut recognised = false;
+        while let Some(piece) = pieces.next().await {
+            body.append(&piece.map_err(unreadable_body)?)?;
+            // Refused as soon as the first bytes show it is no image this server reads.
+            if !recognised {
+                match imaging::sniff(body.as_slice(), false) {
+                    Sniffed::Image(_) => recognised = true,
+                    Sniffed::Refused(error) => return Err(AppError::from(error).into()),
+                    Sniffed::NeedMore => {}
+                }
+            }
+        }
+        let (bytes, memory) = body.into_all();
+        Ok(Upload {
+            file_name: None,
+            bytes,
+            memory,
+        })
     }
 }
 
-/// A multipart failure: too large becomes 413, anything else a malformed upload.
-fn multipart_error(error: axum::extract::multipart::MultipartError, limit: usize) -> AppError {
-    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        AppError::UploadTooLarge { limit }
-    } else {
-        AppError::MalformedUpload(error.body_text())
-    }
+/// A body that broke off or could not be read.
+fn unreadable_body(error: axum::Error) -> AppError {
+    AppError::MalformedUpload(error.to_string())
 }
 
 /// The last path component of a browser's file name, shortened; `None` when nothing is left.

@@ -1,0 +1,74 @@
+//! What a server holds on to between requests: after large uploads, the writer keeps the
+//! segment's pixels and gives the memory of the rest back to the system.
+
+use crate::helpers::{TestServer, encode, fresh_segment, rgb8, spawn_server};
+use image::ImageFormat;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to give back what a finished request freed.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A field of the server's `/proc/PID/status`, in bytes.
+fn status_bytes(server: &TestServer, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+        .unwrap_or_else(|error| panic!("read the server's /proc status: {error}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap_or_else(|| panic!("no {field} in the server's /proc status"))
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+#[tokio::test]
+async fn after_three_4k_uploads_the_writer_holds_at_most_three_images_above_idle() {
+    let segment = fresh_segment();
+    let a = spawn_server(&segment);
+    let b = spawn_server(&segment);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = status_bytes(&a, "VmRSS");
+
+    let image = rgb8(3840, 2160, 11);
+    let decoded = image.as_bytes().len() as u64;
+    let jpeg = encode(&image, ImageFormat::Jpeg);
+    let png = encode(&image, ImageFormat::Png);
+    drop(image);
+    for (bytes, mime) in [
+        (jpeg.clone(), "image/jpeg"),
+        (png, "image/png"),
+        (jpeg, "image/jpeg"),
+    ] {
+        let response = a.upload(bytes, "photo", mime).await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let response = b.client.get(b.url("/image.png")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+
+    // The segment's two slots are resident in the writer (it wrote both): two images. Freed
+    // bodies and decode buffers must not stay on top of them.
+    let allowed = idle + 3 * decoded;
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    loop {
+        let rss = status_bytes(&a, "VmRSS");
+        if rss <= allowed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer holds {:.1} MB ({:.1} MB anonymous, {:.1} MB shared), more than idle \
+             ({:.1} MB) plus three decoded images ({:.1} MB each), {} s after its last upload",
+            mb(rss),
+            mb(status_bytes(&a, "RssAnon")),
+            mb(status_bytes(&a, "RssShmem")),
+            mb(idle),
+            mb(decoded),
+            SETTLE_DEADLINE.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
