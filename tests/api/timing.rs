@@ -71,17 +71,22 @@ async fn an_upload_reports_receive_decode_and_write() {
 }
 
 #[tokio::test]
-async fn a_cold_read_reports_read_and_encode_and_a_warm_one_a_cache_hit() {
+async fn a_cold_read_reports_its_source_and_a_warm_one_a_cache_hit() {
     let segment = fresh_segment();
     let a = spawn_server(&segment);
     let b = spawn_server(&segment);
     let png = encode(&rgb8(64, 48, 5), ImageFormat::Png);
     assert_eq!(a.upload_raw(png, "image/png").await.status(), 201);
 
+    // A encoded it right after the upload and shared the PNG: B copies it (see shared_png).
     let cold = b.get("/image.png").await;
     assert_eq!(cold.status(), 200);
     let value = header(&cold, "server-timing");
-    assert_eq!(timed_steps(&value), ["read", "encode"], "{value}");
+    assert_eq!(timed_steps(&value), ["read"], "{value}");
+    assert!(
+        metrics(&value).contains(&("png".to_owned(), None, Some("shared".to_owned()))),
+        "{value}"
+    );
 
     let warm = b.get("/image.png").await;
     assert_eq!(warm.status(), 200);
