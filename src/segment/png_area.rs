@@ -240,8 +240,7 @@ impl Segment {
     }
 
     /// Publishes `png`, a PNG of image `seq`, in the PNG area, unless `seq` is no longer the
-    /// published image or the area already holds its PNG. Returns whether it did. Blocks for
-    /// the lock and the copy.
+    /// published image. Returns whether it did. Blocks for the lock and the copy.
     pub fn publish_png(&self, seq: u64, png: &[u8]) -> Result<bool, SegmentError> {
         self.check_header()?;
         let guard = self.lock()?;
@@ -258,12 +257,10 @@ impl Segment {
         if png.is_empty() || len > max_png_len(tag.pixel_len) {
             return Ok(false);
         }
+        // A record that already names this image is overwritten too: whoever calls this
+        // encoded the image because the area's PNG did not pass a reader's checks (or raced
+        // another encoder, whose bytes are the same).
         let record = &header.png;
-        if PngFields::load(record).validate(&tag).is_ok()
-            && record.version.load(Ordering::Relaxed).is_multiple_of(2)
-        {
-            return Ok(false);
-        }
         // Odd while we write: readers that see it, or see it change, discard what they read.
         // (It may be odd already, left so by a writer that died here.)
         let version = record.version.load(Ordering::Relaxed) | 1;

@@ -10,7 +10,8 @@
 //! gives (x86-64: the record at byte 4368 of the control object).
 
 use crate::helpers::{
-    TestServer, assert_same_pixels, encode, fresh_segment, header, rgb8, shm_files, spawn_server,
+    TestServer, assert_same_pixels, encode, fresh_segment, header, noise_rgba8, rgb8, shm_files,
+    spawn_server,
 };
 use image::{DynamicImage, ImageFormat};
 use std::fs::{File, OpenOptions};
@@ -260,10 +261,14 @@ async fn the_png_area_grows_and_shrinks_without_leaking_objects_or_mappings() {
     let segment = fresh_segment();
     let a = spawn_server(&segment);
     let b = spawn_server(&segment);
+    // Noise for 4K, so that its PNG is about as large as its pixels (33 MB).
     let sizes = [(64, 48), (3840, 2160), (64, 48), (1920, 1080)];
     let mut generations = Vec::new();
     for (i, (width, height)) in sizes.into_iter().enumerate() {
-        let image = rgb8(width, height, i as u8);
+        let image = match width {
+            3840 => noise_rgba8(width, height),
+            _ => rgb8(width, height, i as u8),
+        };
         upload_and_publish(&a, &image).await;
         let (origin, timing, png) = get_png(&b).await;
         assert_eq!(origin, "shared", "{width}x{height}: {timing}");
