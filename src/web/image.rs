@@ -274,6 +274,9 @@ impl PngCache {
         }
         // One compare-and-swap: cheap enough before the upload is answered.
         segment.claim_png(seq);
+        // Whatever the cache holds is of an earlier image, even under the same number (a
+        // writer starts again at 1 when it finds the state word overwritten with a huge one).
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let (cache, segment, budget) = (Arc::clone(self), Arc::clone(segment), Arc::clone(budget));
         tokio::spawn(async move {
             if let Err(error) = cache.current(&segment, &budget, seq).await {

@@ -110,6 +110,9 @@ async fn after_both_data_objects_are_truncated_the_page_says_why_and_uploads_rec
     assert_eq!(upload(&writer, bmp(300, 2)).await, 201);
     // The reader has looked at the segment (and so mapped the image's data object).
     assert_eq!(reader.segment_state().await["seq"], 2);
+    // The writer's PNG of image 2 is in the PNG area (a GET waits for the encode the upload
+    // started), so it is cut short too.
+    assert_eq!(writer.get("/image.png").await.status(), 200);
     truncate_data_objects(&segment);
 
     // "Display image from shared memory" answers like /image.png: 503 with the reason.
