@@ -48,8 +48,14 @@ fuzz_target!(|data: &[u8]| {
         capacity: (png.len() as u64).next_multiple_of(65536),
         byte_len: png.len() as u64,
     };
-    assert!(record.validate(&tag).is_ok(), "{record:?} for {len} bytes of pixels");
-    assert!(is_png_of(&png, width, height, format), "{format} {width}x{height}");
+    assert!(
+        record.validate(&tag).is_ok(),
+        "{record:?} for {len} bytes of pixels"
+    );
+    assert!(
+        is_png_of(&png, width, height, format),
+        "{format} {width}x{height}"
+    );
     assert!(!is_png_of(&png[..png.len() - 1], width, height, format));
     let mut longer = png.clone();
     longer.push(0);
