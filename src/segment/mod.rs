@@ -133,7 +133,7 @@
 //! waiters. A writer that fails or dies before that store leaves the published image untouched;
 //! one that dies after it has finished. Mappings never grow in place: other processes follow a
 //! slot to its new generation by name, and each process keeps mapped only the generations the
-//! two slots name (plus, for a moment, one being created).
+//! two slots and the PNG area name (plus, for a moment, one being created).
 //!
 //! # Reading: optimistic copies, checked
 //!
@@ -901,9 +901,10 @@ impl Segment {
         Ok(data)
     }
 
-    /// Keeps `data` mapped for the next copy, and drops the mappings of every generation no
-    /// slot names any more. Every generation enters the cache here, so this process maps at
-    /// most the two the slots name, plus one a writer has created but not yet recorded.
+    /// Keeps `data` mapped for the next copy, and drops the mappings of every generation
+    /// neither a slot nor the PNG area names any more. Every generation enters the cache here,
+    /// so this process maps at most the three those name, plus one a writer has created but
+    /// not yet recorded.
     fn cache_data_object(&self, data: &Arc<DataObject>) {
         let [slot0, slot1, png] = self.live_generations();
         let live = [slot0, slot1, png, data.generation];

@@ -153,7 +153,9 @@ impl PngFields {
                 max,
             });
         }
-        if self.byte_len.next_multiple_of(8) > self.capacity
+        // Copies touch whole 8-byte words: the last, partial one must fit too.
+        let covered = self.byte_len.checked_next_multiple_of(8);
+        if covered.is_none_or(|covered| covered > self.capacity)
             || self.capacity > MAX_SLOT_CAPACITY
             || usize::try_from(self.capacity).is_err()
         {
@@ -592,6 +594,24 @@ mod tests {
         assert!(matches!(
             refused(huge_object),
             PngMismatch::ExceedsCapacity { .. }
+        ));
+    }
+
+    #[test]
+    fn lengths_near_the_top_of_the_range_are_refused_without_overflow() {
+        // Found by the segment_bytes fuzz target: rounding u64::MAX up to whole words.
+        let huge = PngTag {
+            pixel_len: u64::MAX,
+            ..tag()
+        };
+        let fields = PngFields {
+            byte_len: u64::MAX,
+            capacity: u64::MAX,
+            ..good()
+        };
+        assert!(matches!(
+            fields.validate(&huge),
+            Err(PngMismatch::ExceedsCapacity { .. })
         ));
     }
 
