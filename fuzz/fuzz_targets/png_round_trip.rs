@@ -1,11 +1,14 @@
 //! Arbitrary pixels through shmimage's PNG writer, cut into small bands, segments and chunks:
-//! the file must decode (with the `image` crate) to exactly the same pixels.
+//! the file must decode (with the `image` crate) to exactly the same pixels, and it must pass
+//! the checks a server applies before serving a PNG from the segment's PNG area (so a PNG one
+//! server publishes is never refused by another).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use shmimage::imaging::fuzzing::encode_png_in_pieces;
 use shmimage::raster::{PixelFormat, Raster};
+use shmimage::segment::fuzzing::{PngFields, PngTag, is_png_of};
 
 fuzz_target!(|data: &[u8]| {
     let [format, width, height, bands, segment, chunk, pixels @ ..] = data else {
@@ -28,6 +31,35 @@ fuzz_target!(|data: &[u8]| {
         usize::from(*chunk) * 64 + 1,
     )
     .expect("any raster encodes");
+
+    // The PNG area takes it: its record validates, the bytes pass the PNG check, and the same
+    // bytes cut short or with anything after them do not.
+    let tag = PngTag {
+        seq: 1,
+        written_at_ns: 2,
+        incarnation: 3,
+        pixel_len: len as u64,
+    };
+    let record = PngFields {
+        seq: 1,
+        written_at_ns: 2,
+        incarnation: 3,
+        generation: 4,
+        capacity: (png.len() as u64).next_multiple_of(65536),
+        byte_len: png.len() as u64,
+    };
+    assert!(
+        record.validate(&tag).is_ok(),
+        "{record:?} for {len} bytes of pixels"
+    );
+    assert!(
+        is_png_of(&png, width, height, format),
+        "{format} {width}x{height}"
+    );
+    assert!(!is_png_of(&png[..png.len() - 1], width, height, format));
+    let mut longer = png.clone();
+    longer.push(0);
+    assert!(!is_png_of(&longer, width, height, format));
 
     let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
         .expect("the PNG decodes");

@@ -1,5 +1,7 @@
-//! `shmimage get OUT.png|-`: the segment's image as PNG, the same bytes `GET /image.png` serves
-//! (the same encoder, so the same file for the same pixels).
+//! `shmimage get OUT.png|-`: the segment's image as PNG, the same bytes `GET /image.png` serves:
+//! the PNG a server (or another process) already published in the segment's PNG area when it
+//! is there and passes every check, else the pixels encoded here with the same encoder (so the
+//! same file for the same pixels).
 //!
 //! A file is written next to OUT under a temporary name and renamed over OUT once complete, so
 //! OUT is never half-written: it is the old file or the new one. Standard output is refused when
@@ -10,6 +12,7 @@ use super::{
 };
 use crate::config::GetArgs;
 use crate::imaging;
+use crate::segment::{ImageInfo, PngLookup, Segment};
 use crate::web::AppError;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
@@ -27,15 +30,9 @@ pub fn run(args: &GetArgs) -> Outcome {
     }
     let name = &args.segment.segment;
     let segment = attach_to_read(name, "get")?;
-    let stored = segment.read();
+    let image = read_png(&segment);
     detach(segment)?;
-    let stored = stored.map_err(|error| error.to_string())?.ok_or_else(|| {
-        AppError::NoImage {
-            segment: name.to_string(),
-        }
-        .to_string()
-    })?;
-    let png = imaging::encode_png(&stored.raster).map_err(|error| error.to_string())?;
+    let (info, png) = image?;
     if to_stdout {
         let mut stdout = io::stdout().lock();
         return stdout
@@ -44,7 +41,6 @@ pub fn run(args: &GetArgs) -> Outcome {
             .map_err(output_error);
     }
     replace_file(&args.out, &png)?;
-    let info = &stored.info;
     print_line(&format!(
         "saved image {} of shared memory segment \"{name}\" ({}x{}, {}) to {} ({} bytes of PNG)",
         info.seq,
@@ -54,6 +50,32 @@ pub fn run(args: &GetArgs) -> Outcome {
         args.out.display(),
         png.len()
     ))
+}
+
+/// The published image's metadata and PNG: the PNG area's bytes when they are of that image,
+/// else the pixels read and encoded here.
+fn read_png(segment: &Segment) -> Result<(ImageInfo, Vec<u8>), Failure> {
+    let no_image = || {
+        Failure::from(
+            AppError::NoImage {
+                segment: segment.name().to_string(),
+            }
+            .to_string(),
+        )
+    };
+    if let Ok(PngLookup::Found(shared)) = segment.shared_png() {
+        // The metadata of the same image, unless another was published since.
+        let state = segment.state().map_err(|error| error.to_string())?;
+        if let Some(info) = state.image.filter(|info| info.seq == shared.seq) {
+            return Ok((info, shared.png));
+        }
+    }
+    let stored = segment
+        .read()
+        .map_err(|error| error.to_string())?
+        .ok_or_else(no_image)?;
+    let png = imaging::encode_png(&stored.raster).map_err(|error| error.to_string())?;
+    Ok((stored.info, png))
 }
 
 /// Writes `bytes` to a new file next to `path`, then renames it over `path`.

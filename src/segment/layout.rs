@@ -21,7 +21,10 @@ pub const DATA_MAGIC: u64 = u64::from_le_bytes(*b"SHMIDATA");
 /// Version 2: registry entries are locked shared once registered (exclusive while being filled
 /// in); pixels are copied in aligned 8-byte words, the last one zero-padded; a last detacher
 /// clears `ready` before removing the objects.
-pub const LAYOUT_VERSION: u32 = 2;
+///
+/// Version 3: the PNG area ([`PngRecord`], before the lock, which moves 64 bytes on): a PNG of
+/// the published image in a data object of its own, encoded once for every process.
+pub const LAYOUT_VERSION: u32 = 3;
 /// The value of `ready` once the creator has initialised the header and its lock.
 pub const READY: u32 = 0x5245_4459; // "READ" + "Y": anything but 0 and garbage-likely values
 /// How many attached processes the registry can name.
@@ -148,6 +151,8 @@ pub struct ControlHeader {
     pub created_at_ns: AtomicU64,
     pub slots: [SlotRecord; 2],
     pub attachments: [AttachmentRecord; ATTACHMENT_ENTRIES],
+    /// The PNG of the published image, if a process has encoded it (see `png_area`).
+    pub png: PngRecord,
     /// The robust, process-shared mutex that serialises writers (see `lock`).
     pub lock: UnsafeCell<libc::pthread_mutex_t>,
 }
@@ -161,6 +166,31 @@ impl ControlHeader {
         self.header_size
             .store(size_of::<ControlHeader>() as u32, Ordering::Relaxed);
     }
+}
+
+/// The PNG area: where the PNG of the published image lies, which image it is of, and who is
+/// encoding it. Guarded by its own sequence counter (`version`, odd while a writer changes the
+/// record or the bytes it names); see `png_area` for the protocol.
+#[repr(C)]
+pub struct PngRecord {
+    /// Seqlock counter: odd while a lock holder rewrites the record or its PNG bytes.
+    pub version: AtomicU64,
+    /// The sequence number of the image the PNG is of; 0: no PNG.
+    pub seq: AtomicU64,
+    /// That image's `written_at_ns`, as its slot record says: with `seq`, names the image.
+    pub written_at_ns: AtomicU64,
+    /// The segment's `created_at_ns` when the PNG was published.
+    pub incarnation: AtomicU64,
+    /// The data object holding the PNG bytes; 0: none.
+    pub generation: AtomicU32,
+    /// Futex word: incremented when a PNG is published or a claim is given up.
+    pub notify: AtomicU32,
+    /// Bytes the data object holds after its header: a multiple of 8.
+    pub capacity: AtomicU64,
+    /// Bytes of PNG.
+    pub byte_len: AtomicU64,
+    /// Who is encoding which image: `(seq mod 2^32) << 32 | pid`; 0: nobody.
+    pub claim: AtomicU64,
 }
 
 /// The first bytes of every data object.
@@ -178,6 +208,8 @@ const _: () = {
     assert!(size_of::<SlotRecord>() == 112);
     assert!(size_of::<AttachmentRecord>() == 64);
     assert!(size_of::<DataHeader>() == 24);
+    assert!(size_of::<PngRecord>() == 64);
+    assert!(std::mem::offset_of!(ControlHeader, png) == 4368);
     assert!(size_of::<DataHeader>() as u64 <= DATA_OFFSET);
     assert!(std::mem::offset_of!(ControlHeader, slots) == 48);
     assert!(std::mem::align_of::<ControlHeader>() <= 4096);
@@ -726,6 +758,7 @@ mod tests {
                     "attachments",
                     offset_of!(C, attachments),
                 ),
+                row::<PngRecord>("PngRecord", "png", offset_of!(C, png)),
                 row::<libc::pthread_mutex_t>("pthread_mutex_t", "lock", offset_of!(C, lock)),
             ],
         );
@@ -762,6 +795,21 @@ mod tests {
                 row::<AtomicU32>("u32", "pid", offset_of!(A, pid)),
                 row::<AtomicU32>("u32", "reserved", offset_of!(A, _reserved)),
                 row::<LabelCell>("LabelCell", "label", offset_of!(A, label)),
+            ],
+        );
+        type P = PngRecord;
+        assert_documented::<P>(
+            "PngRecord",
+            &[
+                row::<AtomicU64>("u64", "version", offset_of!(P, version)),
+                row::<AtomicU64>("u64", "seq", offset_of!(P, seq)),
+                row::<AtomicU64>("u64", "written_at_ns", offset_of!(P, written_at_ns)),
+                row::<AtomicU64>("u64", "incarnation", offset_of!(P, incarnation)),
+                row::<AtomicU32>("u32", "generation", offset_of!(P, generation)),
+                row::<AtomicU32>("u32", "notify", offset_of!(P, notify)),
+                row::<AtomicU64>("u64", "capacity", offset_of!(P, capacity)),
+                row::<AtomicU64>("u64", "byte_len", offset_of!(P, byte_len)),
+                row::<AtomicU64>("u64", "claim", offset_of!(P, claim)),
             ],
         );
         type D = DataHeader;

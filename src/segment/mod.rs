@@ -16,22 +16,22 @@
 //! /shmimage.demo.0000000N   data object of generation N (8 lowercase hex digits): header, pixels
 //! ```
 //!
-//! # Layout, version 2
+//! # Layout, version 3
 //!
 //! All integers are in the native byte order of the machine (the segment never leaves it), and
 //! every field is accessed atomically with its own size, except the pthread mutex, which only
 //! pthreads touches. Offsets and sizes are in bytes; "reserved" fields are written as 0 and
 //! ignored. The tables are checked against the code by a unit test in `layout`.
 //!
-//! ## Control object: `ControlHeader` (4408 bytes), in an object of 8192 bytes
+//! ## Control object: `ControlHeader` (4472 bytes), in an object of 8192 bytes
 //!
 //! The bytes after the header, up to 8192, are zero and unused.
 //!
 //! ```text
 //! offset  size  type               field            meaning
 //!      0     8  u64                magic            0x4547414d494d4853: "SHMIMAGE" on little-endian machines
-//!      8     4  u32                version          layout version: 2
-//!     12     4  u32                header_size      4408, the size of this header
+//!      8     4  u32                version          layout version: 3
+//!     12     4  u32                header_size      4472, the size of this header
 //!     16     4  u32                ready            0x52454459 once initialised; anything else: not ready
 //!     20     4  u32                notify           futex word: incremented after every published write
 //!     24     8  u64                state            seq << 1 | active slot; seq 0: no image yet
@@ -40,7 +40,8 @@
 //!     40     8  u64                created_at_ns    creation time, ns since the Unix epoch: the incarnation
 //!     48   224  SlotRecord[2]      slots            the two image slots
 //!    272  4096  AttachmentRecord[64] attachments    the registry of attached processes
-//!   4368    40  pthread_mutex_t    lock             robust, process-shared mutex (glibc x86-64 layout)
+//!   4368    64  PngRecord          png              the PNG area: a PNG of the published image
+//!   4432    40  pthread_mutex_t    lock             robust, process-shared mutex (glibc x86-64 layout)
 //! ```
 //!
 //! ## `SlotRecord` (112 bytes): one image slot
@@ -76,6 +77,21 @@
 //!      0     4  u32        pid       the attached process's id; 0 once it detached
 //!      4     4  u32        reserved
 //!      8    56  LabelCell  label     the process's label
+//! ```
+//!
+//! ## `PngRecord` (64 bytes): the PNG area
+//!
+//! ```text
+//! offset  size  type  field          meaning
+//!      0     8  u64   version        seqlock counter: odd while a lock holder rewrites the area
+//!      8     8  u64   seq            the image the PNG is of (its slot's seq); 0: no PNG
+//!     16     8  u64   written_at_ns  that image's written_at_ns, from its slot record
+//!     24     8  u64   incarnation    the segment's created_at_ns when the PNG was published
+//!     32     4  u32   generation     the data object holding the PNG bytes; 0: none
+//!     36     4  u32   notify         futex word: incremented when a PNG is published or a claim given up
+//!     40     8  u64   capacity       bytes the data object holds after its header: a multiple of 8
+//!     48     8  u64   byte_len       bytes of PNG
+//!     56     8  u64   claim          (seq mod 2^32) << 32 | pid of the process encoding that image; 0: nobody
 //! ```
 //!
 //! ## Data object of generation N: `DataHeader` (24 bytes), then pixels from byte 4096
@@ -117,7 +133,7 @@
 //! waiters. A writer that fails or dies before that store leaves the published image untouched;
 //! one that dies after it has finished. Mappings never grow in place: other processes follow a
 //! slot to its new generation by name, and each process keeps mapped only the generations the
-//! two slots name (plus, for a moment, one being created).
+//! two slots and the PNG area name (plus, for a moment, one being created).
 //!
 //! # Reading: optimistic copies, checked
 //!
@@ -134,6 +150,28 @@
 //! lengths are validated against the real size of the mapped objects before any copy, and the
 //! reader's buffer is allocated fallibly. A violation is a [`SegmentError`], never a panic, an
 //! abort or an out-of-bounds access.
+//!
+//! # The PNG area: encoded once for every process
+//!
+//! Every server serves the image as PNG. The first process that encodes image N publishes the
+//! PNG in a data object of its own (same header and naming as the pixels', generations from the
+//! same counter), named by [`PngRecord`](layout::PngRecord) and tagged with the image's `seq`,
+//! `written_at_ns` and the segment's incarnation; every other process copies those bytes
+//! instead of encoding again (see `png_area`).
+//!
+//! - *Publishing* takes the lock, checks that N is still the published image, makes `version`
+//!   odd, writes the bytes (growing into a new generation when they do not fit, unlinking the
+//!   old one), the record, then makes `version` even again with a release store and wakes
+//!   `notify` waiters.
+//! - *Reading* takes no lock: load `version` (acquire; odd means a write is under way), check
+//!   the record against the published slot and the sizes against the data object's real length,
+//!   copy the bytes in atomic words, fence, and load `version` again; any change discards the
+//!   copy. The bytes must also look like a PNG of that image (signature, `IHDR` with its width,
+//!   height, bit depth and color type, `IEND` last). A record that fails a check is ignored: the
+//!   reader encodes the pixels itself. It is never an error and never served.
+//! - *Claiming*: a process about to encode N stores `(N mod 2^32) << 32 | pid` in `claim` with
+//!   a compare-and-swap. Others that find a claim for N by a living process wait on `notify`
+//!   for a bounded time, then encode themselves; a claim by a dead process is taken over.
 //!
 //! # The lock
 //!
@@ -169,6 +207,7 @@ mod layout;
 mod lock;
 mod name;
 mod os;
+mod png_area;
 #[cfg(test)]
 mod protocol_doc;
 mod sigbus;
@@ -176,11 +215,13 @@ mod sigbus;
 pub use error::{Corruption, SegmentError};
 pub use layout::{CONTROL_LEN, DATA_OFFSET};
 pub use name::{NameError, SegmentName};
+pub use png_area::{PngClaim, PngLookup, SharedPng};
 
 /// Fuzzing entry points: the checks applied to segment bytes, exposed for the fuzz target.
 #[doc(hidden)]
 pub mod fuzzing {
     pub use super::layout::{HeaderFields, SlotFields};
+    pub use super::png_area::{PngFields, PngTag, is_png_of, max_png_len};
 }
 
 use crate::raster::{PixelFormat, Raster};
@@ -860,16 +901,13 @@ impl Segment {
         Ok(data)
     }
 
-    /// Keeps `data` mapped for the next copy, and drops the mappings of every generation no
-    /// slot names any more. Every generation enters the cache here, so this process maps at
-    /// most the two the slots name, plus one a writer has created but not yet recorded.
+    /// Keeps `data` mapped for the next copy, and drops the mappings of every generation
+    /// neither a slot nor the PNG area names any more. Every generation enters the cache here,
+    /// so this process maps at most the three those name, plus one a writer has created but
+    /// not yet recorded.
     fn cache_data_object(&self, data: &Arc<DataObject>) {
-        let header = self.header();
-        let live = [
-            header.slots[0].generation.load(Ordering::Relaxed),
-            header.slots[1].generation.load(Ordering::Relaxed),
-            data.generation,
-        ];
+        let [slot0, slot1, png] = self.live_generations();
+        let live = [slot0, slot1, png, data.generation];
         let mut cache = self.data.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|generation, _| live.contains(generation));
         cache.insert(data.generation, Arc::clone(data));
@@ -916,18 +954,33 @@ impl Segment {
             let _ = os::shm_unlink(&self.name.data_os_name(old_generation));
             self.forget_data_object(old_generation);
         }
-        let mut generation = header.next_generation.load(Ordering::Relaxed);
-        if generation == 0 {
-            generation = 1;
-        }
-        header
-            .next_generation
-            .store(generation.wrapping_add(1).max(1), Ordering::Relaxed);
+        let generation = self.take_generation();
         let data = self.create_data_object(generation, capacity)?;
         record.capacity.store(capacity, Ordering::Relaxed);
         record.generation.store(generation, Ordering::Relaxed);
         self.cache_data_object(&data);
         Ok(data)
+    }
+
+    /// The generations the slots and the PNG area name now (0 for none).
+    fn live_generations(&self) -> [u32; 3] {
+        let header = self.header();
+        [
+            header.slots[0].generation.load(Ordering::Relaxed),
+            header.slots[1].generation.load(Ordering::Relaxed),
+            header.png.generation.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// The generation number for a new data object, taken from the counter. Called with the
+    /// lock held.
+    fn take_generation(&self) -> u32 {
+        let header = self.header();
+        let generation = header.next_generation.load(Ordering::Relaxed).max(1);
+        header
+            .next_generation
+            .store(generation.wrapping_add(1).max(1), Ordering::Relaxed);
+        generation
     }
 
     /// Creates, reserves and maps data object `generation` with room for `capacity` bytes.
@@ -987,14 +1040,13 @@ impl Segment {
         }))
     }
 
-    /// Unlinks this segment's data objects that no slot names: half-made generations of
-    /// writers that died. Called with the lock held, or while no other process is attached.
+    /// Unlinks this segment's data objects that neither a slot nor the PNG area names: half-made
+    /// generations of writers that died. Called with the lock held, or while no other process
+    /// is attached.
     fn remove_unreferenced_data_objects(&self) {
-        let header = self.header();
-        let referenced: Vec<String> = header
-            .slots
-            .iter()
-            .map(|slot| slot.generation.load(Ordering::Relaxed))
+        let referenced: Vec<String> = self
+            .live_generations()
+            .into_iter()
             .filter(|&g| g != 0)
             .map(|g| self.name.data_os_name(g))
             .collect();
@@ -1017,11 +1069,7 @@ impl Segment {
     /// Drops our mappings of generations that no slot names any more, so their memory can be
     /// freed once every process has done the same.
     fn prune_mappings(&self) {
-        let header = self.header();
-        let live = [
-            header.slots[0].generation.load(Ordering::Relaxed),
-            header.slots[1].generation.load(Ordering::Relaxed),
-        ];
+        let live = self.live_generations();
         self.data
             .lock()
             .unwrap_or_else(|e| e.into_inner())

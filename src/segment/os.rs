@@ -271,3 +271,18 @@ pub fn futex_wake_all(word: &AtomicU32) {
         );
     }
 }
+
+/// Whether a process with id `pid` exists now (in this process's pid namespace). A process
+/// that exists but belongs to another user counts; pid 0 and ids out of range do not.
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 is never delivered: kill only checks that `pid` exists and may be
+    // signalled. No memory is involved.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

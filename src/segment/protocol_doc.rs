@@ -7,7 +7,7 @@
 
 use super::layout::{
     ATTACHMENT_ENTRIES, AttachmentRecord, CONTROL_LEN, CONTROL_MAGIC, ControlHeader, DATA_MAGIC,
-    DATA_OFFSET, DataHeader, LABEL_MAX, LAYOUT_VERSION, LabelCell, READY, SlotRecord,
+    DATA_OFFSET, DataHeader, LABEL_MAX, LAYOUT_VERSION, LabelCell, PngRecord, READY, SlotRecord,
 };
 use super::{
     ATTACHED_BYTE, CAPACITY_GRANULE, GATE_BYTE, MAX_SEQ, MAX_SLOT_CAPACITY, REGISTRY_BYTE,
@@ -137,7 +137,7 @@ fn the_control_header_table_matches_the_code() {
     };
     let lock_at = offset_of!(ControlHeader, lock);
     let slots = offset_of!(ControlHeader, slots);
-    let fields: [Field; 13] = [
+    let fields: [Field; 14] = [
         (
             "magic",
             offset_of!(ControlHeader, magic),
@@ -193,6 +193,11 @@ fn the_control_header_table_matches_the_code() {
             "attachments",
             offset_of!(ControlHeader, attachments),
             size_of_field(|h: &ControlHeader| &h.attachments),
+        ),
+        (
+            "png",
+            offset_of!(ControlHeader, png),
+            size_of::<PngRecord>(),
         ),
         ("lock", lock_at, lock_size),
     ];
@@ -293,6 +298,58 @@ fn the_label_and_attachment_tables_match_the_code() {
         &fields,
         size_of::<AttachmentRecord>(),
     );
+}
+
+#[test]
+fn the_png_record_table_matches_the_code() {
+    let fields: [Field; 9] = [
+        (
+            "version",
+            offset_of!(PngRecord, version),
+            size_of_field(|p: &PngRecord| &p.version),
+        ),
+        (
+            "seq",
+            offset_of!(PngRecord, seq),
+            size_of_field(|p: &PngRecord| &p.seq),
+        ),
+        (
+            "written_at_ns",
+            offset_of!(PngRecord, written_at_ns),
+            size_of_field(|p: &PngRecord| &p.written_at_ns),
+        ),
+        (
+            "incarnation",
+            offset_of!(PngRecord, incarnation),
+            size_of_field(|p: &PngRecord| &p.incarnation),
+        ),
+        (
+            "generation",
+            offset_of!(PngRecord, generation),
+            size_of_field(|p: &PngRecord| &p.generation),
+        ),
+        (
+            "notify",
+            offset_of!(PngRecord, notify),
+            size_of_field(|p: &PngRecord| &p.notify),
+        ),
+        (
+            "capacity",
+            offset_of!(PngRecord, capacity),
+            size_of_field(|p: &PngRecord| &p.capacity),
+        ),
+        (
+            "byte_len",
+            offset_of!(PngRecord, byte_len),
+            size_of_field(|p: &PngRecord| &p.byte_len),
+        ),
+        (
+            "claim",
+            offset_of!(PngRecord, claim),
+            size_of_field(|p: &PngRecord| &p.claim),
+        ),
+    ];
+    check_layout(&document(), "PngRecord", &fields, size_of::<PngRecord>());
 }
 
 #[test]

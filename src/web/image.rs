@@ -1,4 +1,5 @@
-//! `GET /image.png`: the segment's image as a PNG, encoded once per sequence number.
+//! `GET /image.png`: the segment's image as a PNG, encoded once per sequence number, for every
+//! server attached to the segment.
 //!
 //! The ETag is `"I-N"`, N being the segment's sequence number and I its incarnation (sequence
 //! numbers restart when a segment is created anew), so a client that already has
@@ -6,9 +7,18 @@
 //! read. The encoded PNG of the latest image is kept in a [`PngCache`]; requests that arrive
 //! while it is being encoded wait for that one encode instead of starting their own.
 //!
-//! A `200` says in `Server-Timing` (see [`super::timing`]) how it was served: `read` (the copy
-//! out of the segment) and `encode` when this request encoded the image, `cache;desc=hit` when
-//! the PNG was already there, `cache;desc=wait` when it waited for another request's encode.
+//! Across servers, the segment's PNG area does the same (see `segment::png_area`): a server
+//! that needs the PNG of image N first copies it from the area, where the first process that
+//! encoded N published it; if it is not there, it claims the encode, or waits (at most
+//! [`SHARED_ENCODE_WAIT`]) for the process that claimed it. A server that encodes publishes
+//! the result. A server that stores an upload starts that encode at once, in the background
+//! ([`encode_after_upload`]), so that another server's first request usually finds it ready.
+//!
+//! A `200` says in `Server-Timing` (see [`super::timing`]) how it was served:
+//! `png;desc=shared` with `read` (the copy out of the area), and `wait` if it waited for another
+//! server's encode; `png;desc=local` with `read` (the pixels) and `encode` when this server
+//! encoded the image; `cache;desc=hit` when the PNG was already in this server's cache,
+//! `cache;desc=wait` when it waited for another request's encode.
 //!
 //! An encode reserves the memory it needs (the pixels and the PNG) from the server's
 //! [`super::budget`] before it reads the image.
@@ -18,16 +28,22 @@ use super::error::Reply;
 use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
 use crate::imaging;
-use crate::segment::Segment;
+use crate::segment::{PngClaim, PngLookup, Segment, SharedPng};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
+
+/// How long a server waits for another process's encode of the same image before encoding it
+/// itself. A claimant that dies is noticed within a tenth of a second; this bounds the wait
+/// for one that is stopped or stuck.
+pub const SHARED_ENCODE_WAIT: Duration = Duration::from_secs(3);
 
 /// The largest pixel buffer kept between two reads (128 MiB: a 4K RGBA 16-bit image fits);
 /// larger ones are given back to the system after their encode.
@@ -122,24 +138,95 @@ impl PngCache {
 }
 
 impl PngCache {
-    /// Reads the segment's image (into the kept buffer) and encodes it, with the memory for
-    /// both reserved from `budget` first. Blocks.
+    /// The PNG of the segment's image: from the segment's PNG area if another process
+    /// published it, else encoded here (after waiting, within [`SHARED_ENCODE_WAIT`], for a
+    /// process that claimed the encode) and published there. The memory for the pixels and the
+    /// PNG is reserved from `budget` first. Blocks.
     fn encode_stored(
         &self,
         segment: &Segment,
         budget: &Arc<MemoryBudget>,
     ) -> Result<EncodedPng, AppError> {
-        let mut buffer =
-            std::mem::take(&mut *self.pixels.lock().unwrap_or_else(PoisonError::into_inner));
         let mut timing = ServerTiming::new();
-        // The pixels (beyond what the kept buffer holds) and a PNG of at most about their size.
+        let kept = self
+            .pixels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .capacity();
+        // The pixels (beyond what the kept buffer holds) and a PNG of at most about their size;
+        // a shared PNG is smaller than that.
         let len = segment.state()?.image.map_or(0, |image| {
             usize::try_from(image.byte_len).unwrap_or(usize::MAX)
         });
-        let needed = len.saturating_sub(buffer.capacity()) as u64 + len as u64 + (1 << 20);
+        let needed = len.saturating_sub(kept) as u64 + len as u64 + (1 << 20);
         let _memory = timing.time_if_long("memory", || {
             budget.reserve(needed, "encoding the image as PNG", budget::WAIT)
         })?;
+        let started = Instant::now();
+        let seq = match segment.shared_png() {
+            Ok(PngLookup::Found(shared)) => {
+                timing.record_since("read", started);
+                return Ok(from_area(shared, timing));
+            }
+            Ok(PngLookup::NoImage) => {
+                return Err(AppError::NoImage {
+                    segment: segment.name().to_string(),
+                });
+            }
+            Ok(PngLookup::Missing { seq }) => Some(seq),
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for a shared PNG; encoding the image here");
+                None
+            }
+        };
+        if let Some(seq) = seq {
+            match segment.claim_png(seq) {
+                PngClaim::Ours => {
+                    // Someone may have published it between our look and our claim.
+                    if let Ok(PngLookup::Found(shared)) = segment.shared_png() {
+                        segment.release_png_claim(seq);
+                        timing.record_since("read", started);
+                        return Ok(from_area(shared, timing));
+                    }
+                }
+                PngClaim::Theirs { pid } => {
+                    let waited = Instant::now();
+                    let shared = segment.wait_for_png(seq, SHARED_ENCODE_WAIT);
+                    timing.record_since("wait", waited);
+                    match shared {
+                        Ok(Some(shared)) => return Ok(from_area(shared, timing)),
+                        Ok(None) => tracing::info!(
+                            seq,
+                            claimant = pid,
+                            "no PNG from the process that claimed the encode; encoding it here"
+                        ),
+                        Err(error) => tracing::warn!(%error, "waiting for a shared PNG failed"),
+                    }
+                }
+            }
+        }
+        let encoded = self.encode_here(segment, len, timing);
+        if let Some(seq) = seq {
+            if let Ok(png) = &encoded
+                && let Err(error) = segment.publish_png(png.seq, &png.png)
+            {
+                tracing::warn!(%error, "cannot share the PNG with the other servers");
+            }
+            segment.release_png_claim(seq);
+        }
+        encoded
+    }
+
+    /// Reads the segment's image (into the kept buffer) and encodes it. Blocks.
+    fn encode_here(
+        &self,
+        segment: &Segment,
+        len: usize,
+        mut timing: ServerTiming,
+    ) -> Result<EncodedPng, AppError> {
+        timing.describe("png", "local");
+        let mut buffer =
+            std::mem::take(&mut *self.pixels.lock().unwrap_or_else(PoisonError::into_inner));
         buffer.clear();
         buffer
             .try_reserve_exact(len)
@@ -172,6 +259,66 @@ impl PngCache {
             timing,
         })
     }
+
+    /// Starts, in the background, the PNG of the image just stored as the segment's newest,
+    /// claiming it first: another server's first request for it then waits for this encode
+    /// instead of starting its own.
+    pub fn encode_in_background(
+        self: &Arc<Self>,
+        segment: &Arc<Segment>,
+        budget: &Arc<MemoryBudget>,
+    ) {
+        let seq = segment.seq();
+        if seq == 0 {
+            return;
+        }
+        // One compare-and-swap: cheap enough before the upload is answered.
+        segment.claim_png(seq);
+        // Whatever the cache holds is of an earlier image, even under the same number (a
+        // writer starts again at 1 when it finds the state word overwritten with a huge one).
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        let (cache, segment, budget) = (Arc::clone(self), Arc::clone(segment), Arc::clone(budget));
+        tokio::spawn(async move {
+            if let Err(error) = cache.current(&segment, &budget, seq).await {
+                tracing::info!(seq, %error, "encoding the new image in the background failed");
+            }
+            // Normally given up by the encode already; never leave others waiting for nothing.
+            segment.release_png_claim(seq);
+        });
+    }
+}
+
+/// A PNG copied out of the segment's PNG area, with the timing so far.
+fn from_area(shared: SharedPng, mut timing: ServerTiming) -> EncodedPng {
+    timing.describe("png", "shared");
+    EncodedPng {
+        seq: shared.seq,
+        png: Bytes::from(shared.png),
+        timing,
+    }
+}
+
+/// Middleware of `POST /image`: once an upload is stored (201, or the redirect to the page
+/// that shows it), starts its PNG in the background (see [`PngCache::encode_in_background`]).
+pub(crate) async fn encode_after_upload(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    let stored = response.status() == StatusCode::CREATED
+        || (response.status() == StatusCode::SEE_OTHER
+            && response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|location| location.to_str().ok())
+                .is_some_and(|location| location.starts_with("/?loaded=")));
+    if stored {
+        state
+            .png
+            .encode_in_background(&state.segment, state.budget());
+    }
+    response
 }
 
 /// The query of `GET /image.png`: `?width=N` asks for the image at the width a page draws it

@@ -7,7 +7,8 @@
 //!
 //! - [`page`]: `GET /`, the page (askama templates in `templates/`).
 //! - [`upload`]: `POST /image`, decoding an upload and writing it into the segment.
-//! - [`image`]: `GET /image.png`, the segment's image encoded once per sequence number.
+//! - [`image`]: `GET /image.png`, the segment's image encoded once per sequence number for
+//!   every server (through the segment's PNG area), and started right after an upload.
 //! - [`resized`]: `GET /image.png?width=N`, the image at the width a page draws it.
 //! - [`api`]: `GET /api/segment` and `GET /healthz`.
 //! - [`live`]: `GET /events`, new images pushed to open pages as Server-Sent Events.
@@ -159,9 +160,16 @@ pub fn app(state: AppState) -> Router {
     let upload_limit = DefaultBodyLimit::max(state.limits.max_upload_bytes);
     let guard = axum::middleware::from_fn_with_state(state.clone(), guard::refuse_foreign_requests);
     let time_limit = axum::middleware::from_fn_with_state(state.clone(), guard::limit_request_time);
+    let encode_after_upload =
+        axum::middleware::from_fn_with_state(state.clone(), image::encode_after_upload);
     let router = Router::new()
         .route("/", get(page::show))
-        .route("/image", post(upload::receive).layer(upload_limit))
+        .route(
+            "/image",
+            post(upload::receive)
+                .layer(upload_limit)
+                .layer(encode_after_upload),
+        )
         .route("/image.png", get(image::serve_png))
         .route("/api/segment", get(api::segment))
         .route("/healthz", get(api::healthz))

@@ -14,5 +14,6 @@ mod messages;
 mod page;
 mod resized;
 mod security;
+mod shared_png;
 mod timing;
 mod upload;

@@ -66,13 +66,14 @@ async fn an_idle_server_keeps_only_the_current_generations_mapped_across_growing
         u64::from(UPLOADS),
         "the idle server saw every upload"
     );
-    // Two slots: at most two generations mapped (three while a write is under way), each
-    // with its descriptors (ours and the mapping's), and none of the removed ones.
+    // Two slots and the PNG area (which the writer fills after each upload): at most three
+    // generations mapped, each with its descriptors (ours and the mapping's), and none of the
+    // removed ones.
     let deadline = Instant::now() + Duration::from_secs(15);
     for server in [&idle, &writer] {
         loop {
             let held = data_objects_held(server.pid(), &segment);
-            if held.mapped <= 2 && held.mapped_removed == 0 && held.fds <= 4 {
+            if held.mapped <= 3 && held.mapped_removed == 0 && held.fds <= 6 {
                 println!("{}: {held:?} after {UPLOADS} uploads", server.addr);
                 break;
             }
@@ -109,6 +110,9 @@ async fn after_both_data_objects_are_truncated_the_page_says_why_and_uploads_rec
     assert_eq!(upload(&writer, bmp(300, 2)).await, 201);
     // The reader has looked at the segment (and so mapped the image's data object).
     assert_eq!(reader.segment_state().await["seq"], 2);
+    // The writer's PNG of image 2 is in the PNG area (a GET waits for the encode the upload
+    // started), so it is cut short too.
+    assert_eq!(writer.get("/image.png").await.status(), 200);
     truncate_data_objects(&segment);
 
     // "Display image from shared memory" answers like /image.png: 503 with the reason.
@@ -155,14 +159,16 @@ async fn a_last_server_killed_at_any_of_its_unlinks_leaves_a_segment_the_next_on
         println!("skipped: strace cannot run here (apt-get install strace)");
         return;
     }
-    // The last server removes two data objects and the control object: kill it as it starts
-    // the first, the second, the third of those unlinks.
-    for unlink in 1..=3 {
+    // The last server removes two data objects of pixels, the PNG area's and the control
+    // object: kill it as it starts each of those unlinks.
+    for unlink in 1..=4 {
         let segment = fresh_segment();
         let mut last = spawn_server(&segment);
         assert_eq!(upload(&last, bmp(100, 1)).await, 201);
         assert_eq!(upload(&last, bmp(100, 2)).await, 201);
-        assert_eq!(shm_files(&segment).len(), 3);
+        // Waits for the PNG the upload started encoding, and its object.
+        assert_eq!(last.get("/image.png").await.status(), 200);
+        assert_eq!(shm_files(&segment).len(), 4);
         let mut strace = Command::new("strace")
             .args(["-qq", "-f", "-o", "/dev/null", "-e", "trace=unlink", "-e"])
             .arg(format!("inject=unlink:signal=KILL:when={unlink}"))

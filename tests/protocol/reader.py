@@ -39,7 +39,7 @@ import zlib
 
 CONTROL_MAGIC = 0x4547414D494D4853
 DATA_MAGIC = 0x41544144494D4853
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 READY = 0x52454459
 DATA_OFFSET = 4096
 LABEL_MAX = 48
@@ -61,7 +61,7 @@ OFF_STATE = 24
 OFF_CREATED_AT = 40
 OFF_SLOTS = 48
 SLOT_SIZE = 112
-LOCK_OFFSET = 4368
+LOCK_OFFSET = 4432
 
 # Slot record offsets, relative to the record ("Slot record").
 SLOT_FIELDS = struct.Struct("=IIIIQQQQII")  # generation .. writer_pid, reserved

@@ -216,7 +216,7 @@ fn the_python_reader_refuses_a_version_it_does_not_know_and_a_missing_segment() 
     let control = format!("/dev/shm/shmimage.{segment}");
     let original = std::fs::read(&control).unwrap();
     let mut newer = original.clone();
-    newer[8..12].copy_from_slice(&3u32.to_ne_bytes());
+    newer[8..12].copy_from_slice(&4u32.to_ne_bytes());
     std::fs::write(&control, &newer).unwrap();
 
     let refused = run(python, &["read", "--segment", &segment]);
@@ -231,7 +231,7 @@ fn the_python_reader_refuses_a_version_it_does_not_know_and_a_missing_segment() 
     assert!(
         refused
             .stderr
-            .contains("unsupported layout version 3: this reader reads version 2"),
+            .contains("unsupported layout version 4: this reader reads version 3"),
         "{}",
         refused.stderr
     );

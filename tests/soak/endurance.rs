@@ -21,9 +21,9 @@ const READERS_PER_SERVER: usize = 3;
 /// be closing when we count.
 const FD_SLACK: usize = 6;
 
-/// The most segment mappings a server may keep: the control object and one data object per
-/// slot.
-const SEGMENT_MAPS: usize = 3;
+/// The most segment mappings a server may keep: the control object, one data object per
+/// slot, and the PNG area's.
+const SEGMENT_MAPS: usize = 4;
 
 /// How many more lines `/proc/PID/maps` may have after the load than before it. The load runs
 /// decoding and segment writes on tokio's blocking threads, and what they leave is bounded but
