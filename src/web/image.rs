@@ -260,6 +260,11 @@ impl PngCache {
         })
     }
 
+    /// Drops the buffer kept for the next read of the segment's pixels.
+    fn release_kept_pixels(&self) {
+        *self.pixels.lock().unwrap_or_else(PoisonError::into_inner) = Vec::new();
+    }
+
     /// Starts, in the background, the PNG of the image just stored as the segment's newest,
     /// claiming it first: another server's first request for it then waits for this encode
     /// instead of starting its own.
@@ -282,6 +287,11 @@ impl PngCache {
             if let Err(error) = cache.current(&segment, &budget, seq).await {
                 tracing::info!(seq, %error, "encoding the new image in the background failed");
             }
+            // The writer encodes each image once, for every server: its read buffer would only
+            // serve the next upload's encode, and a server at rest should not hold a spare
+            // copy of the pixels. While uploads follow each other the allocator hands the
+            // same memory out again; at rest it goes back to the system.
+            cache.release_kept_pixels();
             // Normally given up by the encode already; never leave others waiting for nothing.
             segment.release_png_claim(seq);
         });
