@@ -234,7 +234,7 @@ use os::{LockKind, Mapping, OpenMode};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -921,14 +921,34 @@ impl Segment {
         target: usize,
         len: u64,
     ) -> Result<Arc<DataObject>, SegmentError> {
-        let header = self.header();
-        let record = &header.slots[target];
-        let old_generation = record.generation.load(Ordering::Relaxed);
-        let old_capacity = record.capacity.load(Ordering::Relaxed);
-        let capacity = len.max(1).next_multiple_of(CAPACITY_GRANULE);
-        let fits = old_capacity >= copy::covered_len(len as usize) as u64;
-        // Give memory back when an image needs far less than the slot holds.
-        let oversized = old_capacity > 4 * capacity && old_capacity - capacity > 16 << 20;
+        let record = &self.header().slots[target];
+        self.record_storage(
+            &record.generation,
+            &record.capacity,
+            len,
+            "an inactive slot",
+        )
+    }
+
+    /// The data object a record (`generation`, `capacity`: a slot's or the PNG area's) names,
+    /// if it can hold `len` bytes and is not far larger than that; otherwise a new generation
+    /// sized for `len`, recorded there, the old one unlinked first. Called with the lock held,
+    /// for a record no reader takes bytes from while it changes; `what` names the record in
+    /// the log.
+    fn record_storage(
+        &self,
+        generation: &AtomicU32,
+        capacity: &AtomicU64,
+        len: u64,
+        what: &'static str,
+    ) -> Result<Arc<DataObject>, SegmentError> {
+        let old_generation = generation.load(Ordering::Relaxed);
+        let old_capacity = capacity.load(Ordering::Relaxed);
+        let wanted = len.max(1).next_multiple_of(CAPACITY_GRANULE);
+        let fits = old_capacity >= copy::covered_len(len as usize) as u64
+            && old_capacity <= MAX_SLOT_CAPACITY;
+        // Give memory back when the bytes need far less than the object holds.
+        let oversized = old_capacity > 4 * wanted && old_capacity - wanted > 16 << 20;
         if old_generation != 0 && fits && !oversized {
             // The object's real size, not just our mapping's: another process may have
             // truncated it, and writing past its end would fault.
@@ -942,22 +962,22 @@ impl Segment {
                 Ok(data) => return Ok(data),
                 Err(e) => tracing::warn!(
                     segment = %self.name, error = %e,
-                    "replacing the unusable data object of an inactive slot"
+                    "replacing the unusable data object of {what}"
                 ),
             }
         }
-        // The slot is not published, so nobody needs its old object: forget it first, so that
+        // Nobody reads the old object through this record any more: forget it first, so that
         // its memory can come back before we reserve the new one.
-        record.generation.store(0, Ordering::Relaxed);
-        record.capacity.store(0, Ordering::Relaxed);
+        generation.store(0, Ordering::Relaxed);
+        capacity.store(0, Ordering::Relaxed);
         if old_generation != 0 {
             let _ = os::shm_unlink(&self.name.data_os_name(old_generation));
             self.forget_data_object(old_generation);
         }
-        let generation = self.take_generation();
-        let data = self.create_data_object(generation, capacity)?;
-        record.capacity.store(capacity, Ordering::Relaxed);
-        record.generation.store(generation, Ordering::Relaxed);
+        let new_generation = self.take_generation();
+        let data = self.create_data_object(new_generation, wanted)?;
+        capacity.store(wanted, Ordering::Relaxed);
+        generation.store(new_generation, Ordering::Relaxed);
         self.cache_data_object(&data);
         Ok(data)
     }

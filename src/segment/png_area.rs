@@ -21,8 +21,7 @@ use super::copy;
 use super::layout::{PngRecord, SlotFields, SlotImage, unpack_state};
 use super::os;
 use super::{
-    CAPACITY_GRANULE, DataObject, LockGuard, MAX_SLOT_CAPACITY, OPTIMISTIC_READS, ReadAttempt,
-    Segment, SegmentError,
+    DataObject, LockGuard, MAX_SLOT_CAPACITY, OPTIMISTIC_READS, ReadAttempt, Segment, SegmentError,
 };
 use crate::raster::PixelFormat;
 use std::sync::Arc;
@@ -479,40 +478,7 @@ impl Segment {
         len: u64,
     ) -> Result<Arc<DataObject>, SegmentError> {
         let record = &self.header().png;
-        let old_generation = record.generation.load(Ordering::Relaxed);
-        let old_capacity = record.capacity.load(Ordering::Relaxed);
-        let capacity = len.max(1).next_multiple_of(CAPACITY_GRANULE);
-        let fits = old_capacity >= copy::covered_len(len as usize) as u64
-            && old_capacity <= MAX_SLOT_CAPACITY;
-        // Give memory back when a PNG needs far less than the area holds.
-        let oversized = old_capacity > 4 * capacity && old_capacity - capacity > 16 << 20;
-        if old_generation != 0 && fits && !oversized {
-            let usable = self
-                .data_object(old_generation, old_capacity)
-                .and_then(|data| {
-                    data.check_len(old_capacity, self.name.as_str())?;
-                    Ok(data)
-                });
-            match usable {
-                Ok(data) => return Ok(data),
-                Err(e) => tracing::warn!(
-                    segment = %self.name, error = %e,
-                    "replacing the unusable data object of the PNG area"
-                ),
-            }
-        }
-        record.generation.store(0, Ordering::Relaxed);
-        record.capacity.store(0, Ordering::Relaxed);
-        if old_generation != 0 {
-            let _ = os::shm_unlink(&self.name.data_os_name(old_generation));
-            self.forget_data_object(old_generation);
-        }
-        let generation = self.take_generation();
-        let data = self.create_data_object(generation, capacity)?;
-        record.capacity.store(capacity, Ordering::Relaxed);
-        record.generation.store(generation, Ordering::Relaxed);
-        self.cache_data_object(&data);
-        Ok(data)
+        self.record_storage(&record.generation, &record.capacity, len, "the PNG area")
     }
 }
 
