@@ -28,7 +28,7 @@ use super::error::Reply;
 use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
 use crate::imaging;
-use crate::segment::{PngClaim, PngLookup, Segment, SharedPng};
+use crate::segment::{PngClaim, PngLookup, Segment, SharedPng, StoredImage};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
@@ -225,20 +225,9 @@ impl PngCache {
         mut timing: ServerTiming,
     ) -> Result<EncodedPng, AppError> {
         timing.describe("png", "local");
-        let mut buffer =
+        let buffer =
             std::mem::take(&mut *self.pixels.lock().unwrap_or_else(PoisonError::into_inner));
-        buffer.clear();
-        buffer
-            .try_reserve_exact(len)
-            .map_err(|_| AppError::OutOfMemory {
-                work: "reading the image",
-                bytes: len as u64,
-            })?;
-        let stored = timing
-            .time("read", || segment.read_into(buffer))?
-            .ok_or_else(|| AppError::NoImage {
-                segment: segment.name().to_string(),
-            })?;
+        let stored = read_pixels(segment, buffer, len, &mut timing)?;
         let started = Instant::now();
         let png = imaging::encode_png(&stored.raster);
         timing.record_since("encode", started);
@@ -296,6 +285,28 @@ impl PngCache {
             segment.release_png_claim(seq);
         });
     }
+}
+
+/// Reads the segment's image into `buffer` (emptied first, and grown fallibly to `len` bytes),
+/// timed as `read`: the pixels both the full-size and the resized paths start from.
+pub(crate) fn read_pixels(
+    segment: &Segment,
+    mut buffer: Vec<u8>,
+    len: usize,
+    timing: &mut ServerTiming,
+) -> Result<StoredImage, AppError> {
+    buffer.clear();
+    buffer
+        .try_reserve_exact(len)
+        .map_err(|_| AppError::OutOfMemory {
+            work: "reading the image",
+            bytes: len as u64,
+        })?;
+    timing
+        .time("read", || segment.read_into(buffer))?
+        .ok_or_else(|| AppError::NoImage {
+            segment: segment.name().to_string(),
+        })
 }
 
 /// A PNG copied out of the segment's PNG area, with the timing so far.

@@ -16,7 +16,7 @@
 
 use super::budget::{self, MemoryBudget};
 use super::error::Reply;
-use super::image::{KEPT_PIXELS_MAX, serve_full};
+use super::image::{KEPT_PIXELS_MAX, read_pixels, serve_full};
 use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
 use crate::imaging;
@@ -109,7 +109,7 @@ impl ResizedCache {
         width: u32,
         budget: &Arc<MemoryBudget>,
     ) -> Result<Resized, AppError> {
-        let mut buffer =
+        let buffer =
             std::mem::take(&mut *self.pixels.lock().unwrap_or_else(PoisonError::into_inner));
         let mut timing = ServerTiming::new();
         // The pixels (beyond what the kept buffer holds), the resized pixels (at most
@@ -122,18 +122,7 @@ impl ResizedCache {
         let _memory = timing.time_if_long("memory", || {
             budget.reserve(needed, "resizing the image", budget::WAIT)
         })?;
-        buffer.clear();
-        buffer
-            .try_reserve_exact(len)
-            .map_err(|_| AppError::OutOfMemory {
-                work: "reading the image",
-                bytes: len as u64,
-            })?;
-        let stored = timing
-            .time("read", || segment.read_into(buffer))?
-            .ok_or_else(|| AppError::NoImage {
-                segment: segment.name().to_string(),
-            })?;
+        let stored = read_pixels(segment, buffer, len, &mut timing)?;
         let raster = &stored.raster;
         // The widest bucket at most `width` whose image stays within MAX_RESIZED_PIXELS.
         let fits = |bucket: u32| {
