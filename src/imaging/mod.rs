@@ -24,7 +24,7 @@ mod sniff;
 
 use crate::raster::Raster;
 
-pub use self::decode::decode;
+pub use self::decode::{SourcePng, decode};
 pub use self::encode::{encode_png, thumbnail_png};
 pub use self::resize::{ResizeError, resize_to_width, scaled_height};
 pub use self::sniff::{SNIFF_LEN, Sniffed, decode_footprint, sniff};
@@ -70,6 +70,9 @@ pub struct Decoded {
     /// The container format detected from the bytes, as [`formats::Container::name`] gives it:
     /// "PNG", "JPEG", "TIFF", "Radiance HDR", ...
     pub format: &'static str,
+    /// For a plain PNG upload, where its header and image data are in the upload: a PNG of
+    /// exactly [`Self::raster`]'s pixels without encoding them again (see [`SourcePng`]).
+    pub source_png: Option<SourcePng>,
 }
 
 /// Why an upload could not be decoded. Messages say what to do next.

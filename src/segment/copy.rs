@@ -112,6 +112,52 @@ pub unsafe fn store_from(src: &[u8], dst: *mut u8) {
     }
 }
 
+/// Copies the pieces of `parts`, one after the other, into shared memory at `dst`, as
+/// [`store_from`] copies their concatenation (without making it): bytes after the last piece up
+/// to the next whole word are set to zero. Returns the number of bytes copied.
+///
+/// # Safety
+///
+/// As for [`store_from`], for [`covered_len`] of the pieces' total length.
+pub unsafe fn store_from_parts(parts: &[&[u8]], dst: *mut u8) -> usize {
+    debug_assert!(dst.addr().is_multiple_of(WORD));
+    let words = dst.cast::<AtomicU64>();
+    // Bytes that do not fill a word yet: the end of one piece, joined with the next.
+    let mut carry = [0u8; WORD];
+    let mut carried = 0;
+    let mut stored = 0;
+    for part in parts {
+        let mut rest = *part;
+        if carried > 0 {
+            let take = rest.len().min(WORD - carried);
+            carry[carried..carried + take].copy_from_slice(&rest[..take]);
+            carried += take;
+            rest = &rest[take..];
+            if carried < WORD {
+                continue;
+            }
+            // SAFETY: word `stored` is inside the covered length of the total (whole words
+            // before it hold the `stored * 8` bytes copied so far, and this one is full).
+            unsafe { (*words.add(stored)).store(u64::from_ne_bytes(carry), Ordering::Relaxed) };
+            stored += 1;
+        }
+        let whole = rest.len() / WORD;
+        // SAFETY: the `whole` words after the `stored` ones hold bytes of this piece, inside
+        // the covered length; the caller's contract does the rest.
+        unsafe { store_words(rest.as_ptr(), words.add(stored), whole) };
+        stored += whole;
+        let tail = &rest[whole * WORD..];
+        carry[..tail.len()].copy_from_slice(tail);
+        carried = tail.len();
+    }
+    if carried > 0 {
+        carry[carried..].fill(0);
+        // SAFETY: the last, partial word lies inside the covered length of the total.
+        unsafe { (*words.add(stored)).store(u64::from_ne_bytes(carry), Ordering::Relaxed) };
+    }
+    stored * WORD + carried
+}
+
 /// Stores `count` words read (unaligned) from `src` into the atomic words at `dst`.
 ///
 /// # Safety
@@ -191,6 +237,34 @@ mod tests {
             unsafe { load_into(base, len, &mut out) };
             assert_eq!(out, source, "len {len}");
         }
+    }
+
+    #[test]
+    fn pieces_are_stored_as_their_concatenation() {
+        let source: Vec<u8> = (0..200).map(|i| (i * 13 + 5) as u8).collect();
+        // Every way of cutting the source into three pieces, empty ones included.
+        for first in 0..=40 {
+            for second in first..=first + 41 {
+                let parts = [&source[..first], &source[first..second], &source[second..]];
+                let shared = words(source.len());
+                let base = shared.as_ptr().cast::<u8>().cast_mut();
+                // SAFETY: `shared` holds covered_len(200) bytes of aligned atomic words.
+                let stored = unsafe { store_from_parts(&parts, base) };
+                assert_eq!(stored, source.len());
+                let mut out = Vec::with_capacity(source.len());
+                // SAFETY: as above; nothing writes concurrently.
+                unsafe { load_into(base, source.len(), &mut out) };
+                assert_eq!(out, source, "cut at {first} and {second}");
+            }
+        }
+        // A total that is not whole words leaves zeros after it.
+        let shared = words(13);
+        let base = shared.as_ptr().cast::<u8>().cast_mut();
+        // SAFETY: `shared` holds covered_len(13) = 16 bytes of aligned atomic words.
+        let stored = unsafe { store_from_parts(&[b"abc", b"", b"defghijklm"], base) };
+        assert_eq!(stored, 13);
+        let last = shared[1].load(Ordering::Relaxed).to_ne_bytes();
+        assert_eq!(&last, b"ijklm\0\0\0");
     }
 
     #[test]

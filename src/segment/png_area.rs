@@ -243,6 +243,12 @@ impl Segment {
     /// Publishes `png`, a PNG of image `seq`, in the PNG area, unless `seq` is no longer the
     /// published image. Returns whether it did. Blocks for the lock and the copy.
     pub fn publish_png(&self, seq: u64, png: &[u8]) -> Result<bool, SegmentError> {
+        self.publish_png_parts(seq, &[png])
+    }
+
+    /// [`Self::publish_png`] for a PNG in pieces (`parts`, one after the other), copied into
+    /// the area without being joined first.
+    pub fn publish_png_parts(&self, seq: u64, parts: &[&[u8]]) -> Result<bool, SegmentError> {
         self.check_header()?;
         let guard = self.lock()?;
         let header = self.header();
@@ -254,8 +260,8 @@ impl Segment {
             .validate(seq, MAX_SLOT_CAPACITY)
             .map_err(|reason| self.corrupt(reason))?;
         let tag = self.png_tag(&slot);
-        let len = png.len() as u64;
-        if png.is_empty() || len > max_png_len(tag.pixel_len) {
+        let len = parts.iter().map(|part| part.len() as u64).sum::<u64>();
+        if len == 0 || len > max_png_len(tag.pixel_len) {
             return Ok(false);
         }
         // A record that already names this image is overwritten too: whoever calls this
@@ -275,7 +281,7 @@ impl Segment {
             // after its header. Every access to these bytes, in any process, is an aligned
             // atomic word (see `copy`); only lock holders write them, and readers check
             // `version` after their copy, so a copy that overlaps this one is discarded.
-            unsafe { copy::store_from(png, data.pixels_ptr()) };
+            unsafe { copy::store_from_parts(parts, data.pixels_ptr()) };
             if data.mapping.poisoned() {
                 self.forget_data_object(data.generation);
                 return Err(self.corrupt(super::Corruption::Truncated));

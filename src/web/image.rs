@@ -26,6 +26,7 @@
 use super::budget::{self, MemoryBudget};
 use super::error::Reply;
 use super::timing::ServerTiming;
+use super::upload::PngShared;
 use super::{AppError, AppState, blocking};
 use crate::imaging;
 use crate::segment::{PngClaim, PngLookup, Segment, SharedPng, StoredImage};
@@ -249,6 +250,14 @@ impl PngCache {
         })
     }
 
+    /// Forgets the PNG of an earlier image: the segment holds a new one, whose PNG is to be
+    /// found in the segment's PNG area.
+    pub fn forget(&self) {
+        // Even under the same number (a writer starts again at 1 when it finds the state word
+        // overwritten with a huge one), what the cache holds is of an earlier image.
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// Drops the buffer kept for the next read of the segment's pixels.
     fn release_kept_pixels(&self) {
         *self.pixels.lock().unwrap_or_else(PoisonError::into_inner) = Vec::new();
@@ -335,9 +344,14 @@ pub(crate) async fn encode_after_upload(
                 .and_then(|location| location.to_str().ok())
                 .is_some_and(|location| location.starts_with("/?loaded=")));
     if stored {
-        state
-            .png
-            .encode_in_background(&state.segment, state.budget());
+        if response.extensions().get::<PngShared>().is_some() {
+            // The upload's own PNG data is the image's PNG: nothing to encode.
+            state.png.forget();
+        } else {
+            state
+                .png
+                .encode_in_background(&state.segment, state.budget());
+        }
     }
     response
 }

@@ -57,7 +57,7 @@ enum Resized {
     Png {
         seq: u64,
         png: Bytes,
-        timing: ServerTiming,
+        timing: Box<ServerTiming>,
     },
     /// The image is no wider than the bucket: the full-size PNG serves.
     FullSize,
@@ -153,7 +153,7 @@ impl ResizedCache {
                     Ok(Resized::Png {
                         seq: stored.info.seq,
                         png: Bytes::from(png),
-                        timing,
+                        timing: Box::new(timing),
                     })
                 })
         };
@@ -215,7 +215,7 @@ pub(crate) async fn serve(state: &AppState, width: &str, headers: &HeaderMap) ->
         Ok(Resized::FullSize) => serve_full(state, headers).await,
         Ok(Resized::Png { seq, png, timing }) => {
             let timing = if resized_here {
-                timing
+                *timing
             } else {
                 let mut timing = ServerTiming::new();
                 timing.describe("cache", "hit");

@@ -1,7 +1,8 @@
 //! `Server-Timing` headers: where a request's time went on the server.
 //!
-//! `POST /image` reports `receive` (reading the body), `decode` and `write` (the copy into the
-//! segment); a `GET /image.png` that had to encode reports `read` (the copy out of the segment)
+//! `POST /image` reports `receive` (reading the body), `decode`, `write` (the copy into the
+//! segment) and, for a plain PNG whose own image data becomes the image's PNG, `share` (its copy
+//! into the segment's PNG area); a `GET /image.png` that had to encode reports `read` (the copy out of the segment)
 //! and `encode`, and one served from the PNG cache says `cache;desc=hit`. Durations are in
 //! milliseconds, as the [W3C Server Timing] syntax wants, e.g.
 //! `Server-Timing: receive;dur=3.104, decode;dur=48.221, write;dur=2.903`.
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// The most metrics one response reports; more are dropped (none of the routes has more).
-const MAX_METRICS: usize = 4;
+const MAX_METRICS: usize = 5;
 
 /// One metric: a step with how long it took, or a step with a description.
 #[derive(Debug, Clone, Copy, PartialEq)]

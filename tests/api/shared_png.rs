@@ -404,3 +404,120 @@ async fn servers_and_get_serve_the_bytes_in_the_area() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The chunks of a PNG file: (type, the whole chunk's byte range).
+fn chunks(png: &[u8]) -> Vec<([u8; 4], std::ops::Range<usize>)> {
+    let mut found = Vec::new();
+    let mut at = 8;
+    while at + 12 <= png.len() {
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+        let kind: [u8; 4] = png[at + 4..at + 8].try_into().unwrap();
+        found.push((kind, at..at + 12 + len));
+        at += 12 + len;
+    }
+    found
+}
+
+/// `png` with a chunk of `kind` and `data` right after its `IHDR`.
+fn with_chunk(png: &[u8], kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+    chunk.extend_from_slice(kind);
+    chunk.extend_from_slice(data);
+    let crc = crc32fast::hash(&chunk[4..]);
+    chunk.extend_from_slice(&crc.to_be_bytes());
+    let mut file = png[..33].to_vec();
+    file.extend_from_slice(&chunk);
+    file.extend_from_slice(&png[33..]);
+    file
+}
+
+/// The signature, `IHDR`, `IDAT` chunks and `IEND` of `png`, and nothing else.
+fn image_data_only(png: &[u8]) -> Vec<u8> {
+    let mut file = png[..8].to_vec();
+    for (kind, range) in chunks(png) {
+        if [*b"IHDR", *b"IDAT", *b"IEND"].contains(&kind) {
+            file.extend_from_slice(&png[range]);
+        }
+    }
+    file
+}
+
+/// Uploads `file` to `server` as a raw body; returns the answer's `Server-Timing`.
+async fn upload_file(server: &TestServer, file: Vec<u8>) -> String {
+    let response = server.upload_raw(file, "image/png").await;
+    assert_eq!(response.status(), 201, "{}", server.log());
+    header(&response, "server-timing")
+}
+
+#[tokio::test]
+async fn a_plain_png_upload_is_served_as_its_own_image_data_by_every_server() {
+    let segment = fresh_segment();
+    let a = spawn_server(&segment);
+    let b = spawn_server(&segment);
+    let image = rgb8(640, 480, 5);
+    // A PNG as an editor saves it, with a comment that must not be handed on.
+    let file = with_chunk(
+        &encode(&image, ImageFormat::Png),
+        b"tEXt",
+        b"Comment\0made by hand",
+    );
+    let timing = upload_file(&a, file.clone()).await;
+    assert!(timing.contains("share;dur="), "{timing}");
+
+    let (origin, timing, png) = get_png(&b).await;
+    assert_eq!(origin, "shared", "B's cold GET: {timing}");
+    assert!(
+        !timing.contains("wait"),
+        "ready before the upload's answer: {timing}"
+    );
+    assert!(
+        png == image_data_only(&file),
+        "B serves the upload's own image data ({} bytes, the upload has {})",
+        png.len(),
+        file.len()
+    );
+    assert_same_pixels(&decode(&png), &image);
+    let (_, _, from_a) = get_png(&a).await;
+    assert!(from_a == png, "A serves the same bytes");
+}
+
+#[tokio::test]
+async fn png_uploads_whose_image_data_is_not_the_stored_image_are_encoded_afresh() {
+    let segment = fresh_segment();
+    let a = spawn_server(&segment);
+    let b = spawn_server(&segment);
+    let image = rgb8(120, 80, 8);
+    let plain = encode(&image, ImageFormat::Png);
+
+    // Turned upright by its orientation (6: the picture is rotated 90° clockwise to be shown).
+    let exif = b"MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
+    let rotated = with_chunk(&plain, b"eXIf", exif);
+    // A transparent color: stored as RGBA.
+    let transparent = with_chunk(&plain, b"tRNS", &[0, 0, 0, 0, 0, 0]);
+    // A wrong Adler-32 at the end of the compressed data (the chunk's CRC made to match): read
+    // as before, but not handed on to decoders that check it.
+    let mut unchecked = plain.clone();
+    let (_, idat) = chunks(&plain)
+        .into_iter()
+        .rfind(|(kind, _)| kind == b"IDAT")
+        .unwrap();
+    unchecked[idat.end - 5] ^= 0x01;
+    let crc = crc32fast::hash(&unchecked[idat.start + 4..idat.end - 4]);
+    unchecked[idat.end - 4..idat.end].copy_from_slice(&crc.to_be_bytes());
+
+    for (what, file, expected) in [
+        ("rotated", rotated, image.rotate90()),
+        ("transparent", transparent, image.to_rgba8().into()),
+        ("checksum", unchecked, image.clone()),
+    ] {
+        let timing = upload_file(&a, file.clone()).await;
+        assert!(!timing.contains("share"), "{what}: {timing}");
+        let (_, timing, png) = get_png(&b).await;
+        assert!(!timing.contains("png;desc=other"), "{what}: {timing}");
+        assert!(
+            png != image_data_only(&file),
+            "{what}: not the upload's data"
+        );
+        assert_same_pixels(&decode(&png), &expected);
+    }
+}

@@ -27,7 +27,10 @@ mod gif;
 mod ico;
 mod jpeg;
 mod orientation;
+mod plain_png;
 mod tiff;
+
+pub use plain_png::SourcePng;
 
 use std::io::{self, Cursor};
 use std::panic::{self, AssertUnwindSafe};
@@ -67,8 +70,23 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeErro
         return Err(unrecognised(bytes));
     };
     let format = container.name();
+    if container == Container::Png
+        && let Some(layout) = plain_png::plain_layout(bytes)
+        && let Some((raster, source_png)) =
+            guarded(format, || plain_png::decode(bytes, layout, limits))?
+    {
+        return Ok(Decoded {
+            raster,
+            format,
+            source_png: Some(source_png),
+        });
+    }
     let raster = guarded(format, || decode_container(container, bytes, limits))?;
-    Ok(Decoded { raster, format })
+    Ok(Decoded {
+        raster,
+        format,
+        source_png: None,
+    })
 }
 
 /// Why bytes that start no format shmimage reads are refused: a format it recognises but does
@@ -85,10 +103,10 @@ pub(super) fn unrecognised(bytes: &[u8]) -> DecodeError {
 /// Runs `decode` inside a panic boundary: a panic means the decoder could not read the file,
 /// and becomes a refusal of it as corrupt. Nothing a decoder touches is shared with the rest of
 /// the server (the upload's bytes are only read), so carrying on after one is sound.
-fn guarded(
+fn guarded<T>(
     format: &'static str,
-    decode: impl FnOnce() -> Result<Raster, DecodeError>,
-) -> Result<Raster, DecodeError> {
+    decode: impl FnOnce() -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
     panic::catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
         let reason = panic
             .downcast_ref::<&str>()
@@ -998,7 +1016,7 @@ mod tests {
 
     #[test]
     fn a_decoder_that_panics_refuses_the_file_as_corrupt() {
-        let outcome = guarded("TIFF", || {
+        let outcome: Result<Raster, _> = guarded("TIFF", || {
             panic!("assertion failed: buf.len() >= row_stride")
         });
         match outcome {

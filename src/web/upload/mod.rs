@@ -77,6 +77,11 @@ struct Stored {
     seq: u64,
 }
 
+/// Marks the answer to an upload whose own image data the segment's PNG area now holds as the
+/// image's PNG (a plain PNG upload, see `imaging::SourcePng`): no server needs to encode it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PngShared;
+
 /// Where the browser goes after an upload: the page, told what was loaded.
 #[derive(Debug, Serialize)]
 struct LoadedQuery<'a> {
@@ -98,22 +103,37 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request) -> 
     };
     timing.record_since("receive", received);
     let upload_name = upload.file_name.clone();
-    let (info, steps) = match store(&state, upload, reply).await {
+    let (info, steps, png_shared) = match store(&state, upload, reply).await {
         Ok(stored) => stored,
         Err(error) => return reply.upload_error(error, &state, upload_name.as_deref()),
     };
     timing.extend(&steps);
+    let mut response = answer(&state, reply, &info, upload_name.as_deref(), timing);
+    if png_shared {
+        response.extensions_mut().insert(PngShared);
+    }
+    response
+}
+
+/// The answer to a stored upload: the redirect to the page, or `201` with the image's metadata.
+fn answer(
+    state: &AppState,
+    reply: Reply,
+    info: &ImageInfo,
+    upload_name: Option<&str>,
+    timing: ServerTiming,
+) -> Response {
     match reply {
         Reply::Page => {
             let query = LoadedQuery {
                 loaded: info.seq,
-                name: upload_name.as_deref(),
+                name: upload_name,
             };
             match serde_urlencoded::to_string(&query) {
                 Ok(query) => (timing, Redirect::to(&format!("/?{query}"))).into_response(),
                 Err(error) => reply.error(
                     AppError::Internal(format!("cannot build the page address: {error}")),
-                    &state,
+                    state,
                 ),
             }
         }
@@ -137,13 +157,14 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request) -> 
     }
 }
 
-/// Decodes the upload and writes it into the segment; returns what the segment says and how
-/// long decoding and writing took.
+/// Decodes the upload and writes it into the segment; returns what the segment says, how long
+/// decoding and writing took, and whether the upload's own image data is the image's PNG in the
+/// segment's PNG area now (a plain PNG, see `imaging::SourcePng`).
 async fn store(
     state: &AppState,
     upload: Upload,
     reply: Reply,
-) -> Result<(ImageInfo, ServerTiming), AppError> {
+) -> Result<(ImageInfo, ServerTiming, bool), AppError> {
     let segment = state.segment.clone();
     let budget = Arc::clone(state.budget());
     let limits = DecodeLimits {
@@ -152,7 +173,7 @@ async fn store(
     let want_thumbnail = reply == Reply::Page;
     let bytes = upload.bytes;
     let body_memory = upload.memory;
-    let (info, thumbnail, steps) = blocking(move || {
+    let (info, thumbnail, steps, png_shared) = blocking(move || {
         let mut steps = ServerTiming::new();
         // The memory the decode will take beyond the body (which holds its own) is reserved
         // before it starts, and held until the pixels are in the segment.
@@ -160,25 +181,48 @@ async fn store(
         let _memory = steps.time_if_long("memory", || {
             budget.reserve(needed, "decoding the upload", budget::WAIT)
         })?;
-        let decoded = steps.time("decode", || imaging::decode(&bytes, &limits))?;
-        // The upload's bytes are not needed any more: free them before the copy.
-        drop(bytes);
-        drop(body_memory);
-        let info = steps.time("write", || segment.write(&decoded.raster))?;
+        let imaging::Decoded {
+            raster,
+            format,
+            source_png,
+        } = steps.time("decode", || imaging::decode(&bytes, &limits))?;
+        // A plain PNG's own image data is a PNG of exactly these pixels, to be shared once
+        // they are stored; any other upload's bytes are not needed any more: they are freed
+        // before the copy.
+        let source = match source_png {
+            Some(source_png) => Some((source_png, bytes, body_memory)),
+            None => {
+                drop(bytes);
+                drop(body_memory);
+                None
+            }
+        };
+        let info = steps.time("write", || segment.write(&raster))?;
         tracing::info!(
             seq = info.seq,
-            format = decoded.format,
+            format,
             "stored a {}x{} {} image",
             info.width,
             info.height,
             info.format
         );
         let thumbnail = if want_thumbnail {
-            preview(&decoded.raster, info.seq)
+            preview(&raster, info.seq)
         } else {
             None
         };
-        Ok((info, thumbnail, steps))
+        drop(raster);
+        // Shared as the image's PNG: no server needs to encode it.
+        let png_shared = source.is_some_and(|(source_png, bytes, _memory)| {
+            let started = Instant::now();
+            let published = segment.publish_png_parts(info.seq, &source_png.parts(&bytes));
+            steps.record_since("share", started);
+            published.unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot share the upload's own PNG data");
+                false
+            })
+        });
+        Ok((info, thumbnail, steps, png_shared))
     })
     .await?;
     if want_thumbnail {
@@ -188,7 +232,7 @@ async fn store(
             file_name: upload.file_name.clone(),
         });
     }
-    Ok((info, steps))
+    Ok((info, steps, png_shared))
 }
 
 /// A `data:image/png;base64,...` preview of `raster`, or `None` (logged) if none can be made.
