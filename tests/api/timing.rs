@@ -48,9 +48,10 @@ fn timed_steps(value: &str) -> Vec<String> {
 async fn an_upload_reports_receive_decode_and_write() {
     let segment = fresh_segment();
     let a = spawn_server(&segment);
-    let png = encode(&rgb8(64, 48, 3), ImageFormat::Png);
+    let image = rgb8(64, 48, 3);
+    let jpeg = encode(&image, ImageFormat::Jpeg);
 
-    let response = a.upload_raw(png.clone(), "image/png").await;
+    let response = a.upload_raw(jpeg.clone(), "image/jpeg").await;
     assert_eq!(response.status(), 201);
     let value = header(&response, "server-timing");
     assert_eq!(
@@ -60,12 +61,23 @@ async fn an_upload_reports_receive_decode_and_write() {
     );
 
     // A form upload says the same.
-    let response = a.upload(png, "photo.png", "image/png").await;
+    let response = a.upload(jpeg, "photo.jpg", "image/jpeg").await;
     assert_eq!(response.status(), 201);
     let value = header(&response, "server-timing");
     assert_eq!(
         timed_steps(&value),
         ["receive", "decode", "write"],
+        "{value}"
+    );
+
+    // A plain PNG's own image data is shared as the image's PNG, and that copy is timed too.
+    let png = encode(&image, ImageFormat::Png);
+    let response = a.upload(png, "photo.png", "image/png").await;
+    assert_eq!(response.status(), 201);
+    let value = header(&response, "server-timing");
+    assert_eq!(
+        timed_steps(&value),
+        ["receive", "decode", "write", "share"],
         "{value}"
     );
 }
