@@ -38,14 +38,143 @@ pub fn encode_png(raster: &Raster) -> Result<Vec<u8>, EncodeError> {
 /// when the raster has alpha; gray rasters are shown as gray RGB. Each preview pixel is the
 /// average of the raster pixels it covers.
 pub fn thumbnail_png(raster: &Raster, max_side: u32) -> Result<Vec<u8>, EncodeError> {
-    let (width, height) = thumbnail_size(raster.width(), raster.height(), max_side);
-    let preview = area_average_8bit(raster, width, height);
-    let format = if has_alpha(raster.format()) {
-        PixelFormat::Rgba8
-    } else {
-        PixelFormat::Rgb8
-    };
-    write_png(&preview, width, height, format)
+    let mut preview = Preview::new(raster.width(), raster.height(), raster.format(), max_side);
+    let row_len = raster.width() as usize * raster.format().bytes_per_pixel() as usize;
+    for row in raster.pixels().chunks_exact(row_len.max(1)) {
+        preview.push_row(row);
+    }
+    preview.finish()
+}
+
+/// The preview [`thumbnail_png`] makes, built from an image's rows as they come (from a
+/// decoder, on their way into the segment), without the whole image in memory.
+#[derive(Debug)]
+pub struct Preview {
+    format: PixelFormat,
+    source_height: usize,
+    width: usize,
+    height: usize,
+    /// The source columns `[left, right)` each preview column covers.
+    columns: Vec<(usize, usize)>,
+    /// Sums of the samples of the preview row being built, per column and channel.
+    sums: Vec<u64>,
+    /// The preview rows made so far.
+    pixels: Vec<u8>,
+    /// The source rows seen so far.
+    rows_seen: usize,
+    /// The preview row being built.
+    row: usize,
+}
+
+impl Preview {
+    /// A preview of a `source_width` x `source_height` image of `format` whose longer side is
+    /// at most `max_side` pixels.
+    pub fn new(source_width: u32, source_height: u32, format: PixelFormat, max_side: u32) -> Self {
+        let (width, height) = thumbnail_size(source_width, source_height, max_side);
+        let (width, height) = (width as usize, height as usize);
+        let channels = format.channels() as usize;
+        let output_channels = if has_alpha(format) { 4 } else { 3 };
+        Preview {
+            format,
+            source_height: source_height as usize,
+            width,
+            height,
+            columns: (0..width)
+                .map(|x| source_span(x, source_width as usize, width))
+                .collect(),
+            sums: vec![0; width * channels],
+            pixels: Vec::with_capacity(width * height * output_channels),
+            rows_seen: 0,
+            row: 0,
+        }
+    }
+
+    /// Takes the next source row (top to bottom, in a raster's byte order). Rows past the
+    /// image's height are ignored.
+    pub fn push_row(&mut self, row: &[u8]) {
+        if self.row >= self.height {
+            return;
+        }
+        let channels = self.format.channels() as usize;
+        let sample_bytes = (self.format.bit_depth() / 8) as usize;
+        let pixel_bytes = channels * sample_bytes;
+        for (sum, &(left, right)) in self.sums.chunks_exact_mut(channels).zip(&self.columns) {
+            let Some(span) = row.get(left * pixel_bytes..right * pixel_bytes) else {
+                continue;
+            };
+            if sample_bytes == 1 {
+                for pixel in span.chunks_exact(channels) {
+                    for (total, &sample) in sum.iter_mut().zip(pixel) {
+                        *total += u64::from(sample);
+                    }
+                }
+            } else {
+                for pixel in span.chunks_exact(pixel_bytes) {
+                    for (total, sample) in sum.iter_mut().zip(pixel.chunks_exact(2)) {
+                        *total += u64::from(u16::from_ne_bytes([sample[0], sample[1]]));
+                    }
+                }
+            }
+        }
+        self.rows_seen += 1;
+        let (top, bottom) = source_span(self.row, self.source_height, self.height);
+        if self.rows_seen >= bottom {
+            self.emit_row(bottom - top);
+        }
+    }
+
+    /// Turns the sums of the `rows` source rows just seen into the next preview row.
+    fn emit_row(&mut self, rows: usize) {
+        let channels = self.format.channels() as usize;
+        let sample_max: u64 = if self.format.bit_depth() == 8 {
+            255
+        } else {
+            65535
+        };
+        for (sum, &(left, right)) in self.sums.chunks_exact(channels).zip(&self.columns) {
+            let count = ((right - left) * rows) as u64;
+            // Mean of the covered samples, rescaled to 0..=255, rounded to nearest.
+            let divisor = count * sample_max;
+            let to_8bit = |total: u64| ((total * 255 + divisor / 2) / divisor) as u8;
+            match *sum {
+                [gray] => self.pixels.extend_from_slice(&[to_8bit(gray); 3]),
+                [gray, alpha] => {
+                    let gray = to_8bit(gray);
+                    self.pixels
+                        .extend_from_slice(&[gray, gray, gray, to_8bit(alpha)]);
+                }
+                [red, green, blue] => {
+                    self.pixels
+                        .extend_from_slice(&[to_8bit(red), to_8bit(green), to_8bit(blue)]);
+                }
+                [red, green, blue, alpha] => self.pixels.extend_from_slice(&[
+                    to_8bit(red),
+                    to_8bit(green),
+                    to_8bit(blue),
+                    to_8bit(alpha),
+                ]),
+                _ => unreachable!("a pixel has 1 to 4 channels"),
+            }
+        }
+        self.sums.fill(0);
+        self.row += 1;
+    }
+
+    /// The preview as a PNG. Fails if fewer rows than the image has were pushed.
+    pub fn finish(self) -> Result<Vec<u8>, EncodeError> {
+        if self.row < self.height {
+            return Err(EncodeError(format!(
+                "the preview got {} of the image's {} rows",
+                self.rows_seen, self.source_height
+            )));
+        }
+        let format = if has_alpha(self.format) {
+            PixelFormat::Rgba8
+        } else {
+            PixelFormat::Rgb8
+        };
+        write_png(&self.pixels, self.width as u32, self.height as u32, format)
+    }
 }
 
 fn has_alpha(format: PixelFormat) -> bool {
@@ -75,75 +204,6 @@ fn source_span(index: usize, source_len: usize, output_len: usize) -> (usize, us
     let start = index * source_len / output_len;
     let end = (index + 1) * source_len / output_len;
     (start, end.max(start + 1))
-}
-
-/// `raster` shrunk to `width` x `height` (no larger than the raster) by averaging the source
-/// pixels each output pixel covers, as 8-bit RGB or RGBA. Reads the raster's bytes directly,
-/// whatever its format, without an intermediate copy.
-fn area_average_8bit(raster: &Raster, width: u32, height: u32) -> Vec<u8> {
-    let format = raster.format();
-    let channels = format.channels() as usize;
-    let sample_bytes = (format.bit_depth() / 8) as usize;
-    let sample_max: u64 = if sample_bytes == 1 { 255 } else { 65535 };
-    let output_channels = if has_alpha(format) { 4 } else { 3 };
-    let (source_width, source_height) = (raster.width() as usize, raster.height() as usize);
-    let (width, height) = (width as usize, height as usize);
-    let pixel_bytes = channels * sample_bytes;
-    let row_bytes = source_width * pixel_bytes;
-
-    let columns: Vec<(usize, usize)> = (0..width)
-        .map(|x| source_span(x, source_width, width))
-        .collect();
-    let mut sums = vec![0u64; width * channels];
-    let mut preview = Vec::with_capacity(width * height * output_channels);
-
-    for y in 0..height {
-        let (top, bottom) = source_span(y, source_height, height);
-        sums.fill(0);
-        let band = &raster.pixels()[top * row_bytes..bottom * row_bytes];
-        for row in band.chunks_exact(row_bytes) {
-            for (sum, &(left, right)) in sums.chunks_exact_mut(channels).zip(&columns) {
-                let span = &row[left * pixel_bytes..right * pixel_bytes];
-                if sample_bytes == 1 {
-                    for pixel in span.chunks_exact(channels) {
-                        for (total, &sample) in sum.iter_mut().zip(pixel) {
-                            *total += u64::from(sample);
-                        }
-                    }
-                } else {
-                    for pixel in span.chunks_exact(pixel_bytes) {
-                        for (total, sample) in sum.iter_mut().zip(pixel.chunks_exact(2)) {
-                            *total += u64::from(u16::from_ne_bytes([sample[0], sample[1]]));
-                        }
-                    }
-                }
-            }
-        }
-        for (sum, &(left, right)) in sums.chunks_exact(channels).zip(&columns) {
-            let count = ((right - left) * (bottom - top)) as u64;
-            // Mean of the covered samples, rescaled to 0..=255, rounded to nearest.
-            let divisor = count * sample_max;
-            let to_8bit = |total: u64| ((total * 255 + divisor / 2) / divisor) as u8;
-            match *sum {
-                [gray] => preview.extend_from_slice(&[to_8bit(gray); 3]),
-                [gray, alpha] => {
-                    let gray = to_8bit(gray);
-                    preview.extend_from_slice(&[gray, gray, gray, to_8bit(alpha)]);
-                }
-                [red, green, blue] => {
-                    preview.extend_from_slice(&[to_8bit(red), to_8bit(green), to_8bit(blue)]);
-                }
-                [red, green, blue, alpha] => preview.extend_from_slice(&[
-                    to_8bit(red),
-                    to_8bit(green),
-                    to_8bit(blue),
-                    to_8bit(alpha),
-                ]),
-                _ => unreachable!("a pixel has 1 to 4 channels"),
-            }
-        }
-    }
-    preview
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub fn covered_len(len: usize) -> usize {
 ///
 /// `src` must be 8-byte aligned and valid for reads of [`covered_len`]`(len)` bytes for the
 /// whole call, and every concurrent write to those bytes, by any thread or process, must be an
-/// atomic store of an aligned 8-byte word (as [`store_from`] does). The bytes read may be torn
+/// atomic store of an aligned 8-byte word (as [`WordSink`] does). The bytes read may be torn
 /// between writes: the caller must check afterwards, through the state word, that nobody
 /// wrote, and discard the copy otherwise.
 pub unsafe fn load_into(src: *const u8, len: usize, dst: &mut Vec<u8>) {
@@ -87,75 +87,114 @@ pub unsafe fn load_into(src: *const u8, len: usize, dst: &mut Vec<u8>) {
     unsafe { dst.set_len(len) };
 }
 
-/// Copies `src` into shared memory at `dst`. Bytes after `src.len()` up to the next whole word
-/// are set to zero.
-///
-/// # Safety
-///
-/// `dst` must be 8-byte aligned and valid for writes of [`covered_len`]`(src.len())` bytes for
-/// the whole call, and every concurrent access to those bytes must be an atomic access of an
-/// aligned 8-byte word (as [`load_into`] does). Nobody may rely on the bytes until the writer
-/// publishes them with a release store after this call returns.
-pub unsafe fn store_from(src: &[u8], dst: *mut u8) {
-    debug_assert!(dst.addr().is_multiple_of(WORD));
-    let words = dst.cast::<AtomicU64>();
-    let whole = src.len() / WORD;
-    // SAFETY: forwarded from the caller: `whole` words at `dst` are valid, aligned and only
-    // accessed atomically.
-    unsafe { store_words(src.as_ptr(), words, whole) };
-    let tail = src.len() % WORD;
-    if tail != 0 {
-        let mut word = [0u8; WORD];
-        word[..tail].copy_from_slice(&src[whole * WORD..]);
-        // SAFETY: the last, partial word lies inside covered_len(src.len()) bytes of dst.
-        unsafe { (*words.add(whole)).store(u64::from_ne_bytes(word), Ordering::Relaxed) };
-    }
-}
-
 /// Copies the pieces of `parts`, one after the other, into shared memory at `dst`, as
-/// [`store_from`] copies their concatenation (without making it): bytes after the last piece up
+/// one [`WordSink`] stores their concatenation (without making it): bytes after the last piece up
 /// to the next whole word are set to zero. Returns the number of bytes copied.
 ///
 /// # Safety
 ///
-/// As for [`store_from`], for [`covered_len`] of the pieces' total length.
+/// As for [`WordSink::new`], for [`covered_len`] of the pieces' total length.
 pub unsafe fn store_from_parts(parts: &[&[u8]], dst: *mut u8) -> usize {
-    debug_assert!(dst.addr().is_multiple_of(WORD));
-    let words = dst.cast::<AtomicU64>();
-    // Bytes that do not fill a word yet: the end of one piece, joined with the next.
-    let mut carry = [0u8; WORD];
-    let mut carried = 0;
-    let mut stored = 0;
+    let total = parts.iter().map(|part| part.len()).sum::<usize>();
+    // SAFETY: forwarded from the caller.
+    let mut sink = unsafe { WordSink::new(dst, covered_len(total)) };
     for part in parts {
-        let mut rest = *part;
-        if carried > 0 {
-            let take = rest.len().min(WORD - carried);
-            carry[carried..carried + take].copy_from_slice(&rest[..take]);
-            carried += take;
+        let stored = sink.push(part);
+        debug_assert!(stored, "the pieces fit their own total");
+    }
+    sink.finish()
+}
+
+/// Bytes given in pieces of any length (rows of an image as a decoder hands them out, the
+/// chunks of a PNG), stored into shared memory as one run of bytes:
+/// whole aligned words, atomically, the last word zero-filled after the end.
+#[derive(Debug)]
+pub struct WordSink {
+    words: *const AtomicU64,
+    /// Words that may be stored.
+    capacity: usize,
+    /// Words stored so far.
+    stored: usize,
+    /// Bytes that do not fill a word yet: the end of one piece, joined with the next.
+    carry: [u8; WORD],
+    carried: usize,
+}
+
+impl WordSink {
+    /// A sink that stores into the `capacity` bytes (rounded down to whole words) at `dst`.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be 8-byte aligned and valid for writes of `capacity` bytes for the sink's
+    /// whole life, with every concurrent access to those bytes an atomic access of an aligned
+    /// 8-byte word (as [`load_into`] does). Nobody may rely on the bytes until the writer
+    /// publishes them with a release store after [`Self::finish`].
+    pub unsafe fn new(dst: *mut u8, capacity: usize) -> WordSink {
+        debug_assert!(dst.addr().is_multiple_of(WORD));
+        WordSink {
+            words: dst.cast::<AtomicU64>(),
+            capacity: capacity / WORD,
+            stored: 0,
+            carry: [0; WORD],
+            carried: 0,
+        }
+    }
+
+    /// The bytes pushed so far.
+    pub fn pushed(&self) -> usize {
+        self.stored * WORD + self.carried
+    }
+
+    /// Stores `bytes` after those pushed before. Stores nothing and returns `false` if they
+    /// would not fit the capacity.
+    pub fn push(&mut self, bytes: &[u8]) -> bool {
+        if self.pushed() + bytes.len() > self.capacity * WORD {
+            return false;
+        }
+        let mut rest = bytes;
+        if self.carried > 0 {
+            let take = rest.len().min(WORD - self.carried);
+            self.carry[self.carried..self.carried + take].copy_from_slice(&rest[..take]);
+            self.carried += take;
             rest = &rest[take..];
-            if carried < WORD {
-                continue;
+            if self.carried < WORD {
+                return true;
             }
-            // SAFETY: word `stored` is inside the covered length of the total (whole words
-            // before it hold the `stored * 8` bytes copied so far, and this one is full).
-            unsafe { (*words.add(stored)).store(u64::from_ne_bytes(carry), Ordering::Relaxed) };
-            stored += 1;
+            // SAFETY: word `stored` is inside the capacity (checked above: the bytes pushed,
+            // this full word among them, fit), aligned, and only accessed atomically (the
+            // constructor's contract).
+            unsafe {
+                (*self.words.add(self.stored))
+                    .store(u64::from_ne_bytes(self.carry), Ordering::Relaxed);
+            }
+            self.stored += 1;
+            self.carried = 0;
         }
         let whole = rest.len() / WORD;
-        // SAFETY: the `whole` words after the `stored` ones hold bytes of this piece, inside
-        // the covered length; the caller's contract does the rest.
-        unsafe { store_words(rest.as_ptr(), words.add(stored), whole) };
-        stored += whole;
+        // SAFETY: the `whole` words after the `stored` ones are inside the capacity (checked
+        // above), aligned, and only accessed atomically; `rest` holds `whole * 8` bytes.
+        unsafe { store_words(rest.as_ptr(), self.words.add(self.stored), whole) };
+        self.stored += whole;
         let tail = &rest[whole * WORD..];
-        carry[..tail.len()].copy_from_slice(tail);
-        carried = tail.len();
+        self.carry[..tail.len()].copy_from_slice(tail);
+        self.carried = tail.len();
+        true
     }
-    if carried > 0 {
-        carry[carried..].fill(0);
-        // SAFETY: the last, partial word lies inside the covered length of the total.
-        unsafe { (*words.add(stored)).store(u64::from_ne_bytes(carry), Ordering::Relaxed) };
+
+    /// Stores the last, partial word (zero-filled after the end) and returns the number of
+    /// bytes pushed.
+    pub fn finish(mut self) -> usize {
+        if self.carried > 0 {
+            self.carry[self.carried..].fill(0);
+            // SAFETY: the partial word's bytes were inside the capacity when pushed, and the
+            // capacity is whole words, so the whole word is inside it.
+            unsafe {
+                (*self.words.add(self.stored))
+                    .store(u64::from_ne_bytes(self.carry), Ordering::Relaxed);
+            }
+        }
+        self.pushed()
     }
-    stored * WORD + carried
 }
 
 /// Stores `count` words read (unaligned) from `src` into the atomic words at `dst`.
@@ -225,7 +264,7 @@ mod tests {
             let shared = words(len);
             let base = shared.as_ptr().cast::<u8>().cast_mut();
             // SAFETY: `shared` holds covered_len(len) bytes of aligned atomic words.
-            unsafe { store_from(&source, base) };
+            unsafe { store_from_parts(&[&source], base) };
             if len % WORD != 0 {
                 let last = shared.last().unwrap().load(Ordering::Relaxed).to_ne_bytes();
                 assert!(last[len % WORD..].iter().all(|&b| b == 0), "len {len}");
@@ -265,6 +304,23 @@ mod tests {
         assert_eq!(stored, 13);
         let last = shared[1].load(Ordering::Relaxed).to_ne_bytes();
         assert_eq!(&last, b"ijklm\0\0\0");
+    }
+
+    #[test]
+    fn a_sink_refuses_bytes_past_its_capacity_and_stores_nothing_of_them() {
+        let shared = words(16);
+        let base = shared.as_ptr().cast::<u8>().cast_mut();
+        // SAFETY: `shared` holds 16 bytes of aligned atomic words.
+        let mut sink = unsafe { WordSink::new(base, 16) };
+        assert!(sink.push(b"0123456789"));
+        assert!(!sink.push(b"abcdefg"), "17 bytes do not fit 16");
+        assert!(sink.push(b"abcdef"));
+        assert!(!sink.push(b"x"));
+        assert_eq!(sink.finish(), 16);
+        let mut out = Vec::with_capacity(16);
+        // SAFETY: as above; nothing writes concurrently.
+        unsafe { load_into(base, 16, &mut out) };
+        assert_eq!(out, b"0123456789abcdef");
     }
 
     #[test]

@@ -73,6 +73,14 @@ pub enum SegmentError {
     )]
     Corrupt { name: String, reason: Corruption },
 
+    /// The code that made an image's pixels gave fewer or more bytes than the image has:
+    /// nothing was published. A bug in shmimage, not in the upload.
+    #[error(
+        "internal error: {written} bytes of pixels were made for an image of {expected} bytes, \
+         so it was not stored; please report this with the file that caused it"
+    )]
+    IncompleteImage { expected: u64, written: u64 },
+
     /// A system call failed.
     #[error("{op} failed for shared-memory object {os_name}: {source}")]
     Os {

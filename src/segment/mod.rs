@@ -416,6 +416,36 @@ enum ReadAttempt<T> {
     Raced,
 }
 
+/// The pixels of an image being written, given to [`Segment::write_with`]'s `fill`: bytes
+/// pushed in order (rows, or the whole image at once) go straight into the slot.
+#[derive(Debug)]
+pub struct SlotPixels {
+    sink: copy::WordSink,
+    len: u64,
+    /// Bytes were pushed past the image's end.
+    refused: bool,
+}
+
+impl SlotPixels {
+    /// Stores `bytes` after those pushed before. Bytes past the image's length are refused,
+    /// and the write then fails.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if (self.sink.pushed() + bytes.len()) as u64 > self.len || !self.sink.push(bytes) {
+            self.refused = true;
+        }
+    }
+
+    /// The bytes the image has.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the image has no bytes (never: images have at least one pixel).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 impl Segment {
     /// The longest label kept.
     pub const MAX_LABEL_LEN: usize = layout::LABEL_MAX;
@@ -494,15 +524,51 @@ impl Segment {
     /// Stores `raster` as the segment's image and returns what the segment now says about it.
     /// Blocks for the copy; call it off async threads. On any error the previous image stays.
     pub fn write(&self, raster: &Raster) -> Result<ImageInfo, SegmentError> {
-        let pixels = raster.pixel_count();
+        self.write_with(
+            raster.width(),
+            raster.height(),
+            raster.format(),
+            |pixels: &mut SlotPixels| {
+                pixels.push(raster.pixels());
+                Ok(())
+            },
+        )
+    }
+
+    /// Stores an image of `width` x `height` pixels of `format` as the segment's image, its
+    /// bytes given by `fill` (row by row, as a decoder makes them: see [`SlotPixels`]), and
+    /// returns what the segment now says about it. The pixels go straight into the slot, with
+    /// no copy of the whole image in this process.
+    ///
+    /// The lock is held while `fill` runs (other writers wait for it; readers do not). On any
+    /// error, `fill`'s own or one of the segment's, and when `fill` gives fewer or more bytes
+    /// than the image has, nothing is published and the previous image stays. Blocks; call it
+    /// off async threads.
+    pub fn write_with<E: From<SegmentError>>(
+        &self,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+        fill: impl FnOnce(&mut SlotPixels) -> Result<(), E>,
+    ) -> Result<ImageInfo, E> {
+        let pixels = u64::from(width) * u64::from(height);
         if pixels > self.max_pixels {
             return Err(SegmentError::TooManyPixels {
-                width: raster.width(),
-                height: raster.height(),
+                width,
+                height,
                 pixels,
                 max_pixels: self.max_pixels,
-            });
+            }
+            .into());
         }
+        let len = format
+            .byte_len(width, height)
+            .ok_or(SegmentError::TooManyPixels {
+                width,
+                height,
+                pixels,
+                max_pixels: self.max_pixels,
+            })?;
         if let Err(error) = self.check_header() {
             // Another process overwrote the header: a write is how a user recovers.
             self.repair_header(error)?;
@@ -513,30 +579,43 @@ impl Segment {
         let target = if seq == 0 { 0 } else { 1 - active };
         // A state word overwritten with a huge number starts the count again.
         let new_seq = if seq >= MAX_SEQ { 1 } else { seq + 1 };
-        let len = raster.pixels().len() as u64;
         let data = self.slot_storage(&guard, target, len)?;
+        let covered = copy::covered_len(usize::try_from(len).unwrap_or(usize::MAX));
         // SAFETY: `slot_storage` returned an object whose file and our mapping of it hold at
         // least DATA_OFFSET + capacity bytes, with capacity >= covered_len(len), and the pixels
         // start page-aligned. Every access to a slot's pixels, in any process, is
         // an aligned atomic word (see `copy`). Only lock holders write a slot, and `target` is
         // not the published one, so no reader uses these bytes before the state word below
         // publishes them; a reader still copying from it sees `state` change and retries.
-        unsafe { copy::store_from(raster.pixels(), data.pixels_ptr()) };
+        let sink = unsafe { copy::WordSink::new(data.pixels_ptr(), covered) };
+        let mut slot_pixels = SlotPixels {
+            sink,
+            len,
+            refused: false,
+        };
+        fill(&mut slot_pixels)?;
+        let written = slot_pixels.sink.pushed() as u64;
+        if slot_pixels.refused || written != len {
+            return Err(SegmentError::IncompleteImage {
+                expected: len,
+                written,
+            }
+            .into());
+        }
+        slot_pixels.sink.finish();
         if data.mapping.poisoned() {
             // Truncated by another process while we copied: nothing was published.
             self.forget_data_object(data.generation);
-            return Err(self.corrupt(Corruption::Truncated));
+            return Err(self.corrupt(Corruption::Truncated).into());
         }
         let record = &header.slots[target];
         let written_at_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        record
-            .format
-            .store(raster.format().code(), Ordering::Relaxed);
-        record.width.store(raster.width(), Ordering::Relaxed);
-        record.height.store(raster.height(), Ordering::Relaxed);
+        record.format.store(format.code(), Ordering::Relaxed);
+        record.width.store(width, Ordering::Relaxed);
+        record.height.store(height, Ordering::Relaxed);
         record.byte_len.store(len, Ordering::Relaxed);
         record.seq.store(new_seq, Ordering::Relaxed);
         record.written_at_ns.store(written_at_ns, Ordering::Relaxed);
@@ -553,9 +632,9 @@ impl Segment {
         self.prune_mappings();
         Ok(ImageInfo {
             seq: new_seq,
-            width: raster.width(),
-            height: raster.height(),
-            format: raster.format(),
+            width,
+            height,
+            format,
             byte_len: len,
             written_at: UNIX_EPOCH + Duration::from_nanos(written_at_ns),
             writer_pid: std::process::id(),

@@ -235,9 +235,9 @@ impl AppError {
                 SegmentError::Os { source, .. } if out_of_descriptors(source) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
-                SegmentError::Name(_) | SegmentError::Os { .. } => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                SegmentError::Name(_)
+                | SegmentError::Os { .. }
+                | SegmentError::IncompleteImage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             AppError::Encode(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::NoImage { .. } | AppError::NotFound { .. } => StatusCode::NOT_FOUND,

@@ -1,8 +1,8 @@
 //! `Server-Timing` headers: where a request's time went on the server.
 //!
-//! `POST /image` reports `receive` (reading the body), `decode`, `write` (the copy into the
-//! segment) and, for a plain PNG whose own image data becomes the image's PNG, `share` (its copy
-//! into the segment's PNG area); a `GET /image.png` that had to encode reports `read` (the copy out of the segment)
+//! `POST /image` reports `receive` (reading the body), `decode` and `write` (the copy into the
+//! segment); a plain PNG, decoded row by row straight into the segment, reports `decode` (which
+//! includes the write) and `share` (the copy of its own image data into the PNG area); a `GET /image.png` that had to encode reports `read` (the copy out of the segment)
 //! and `encode`, and one served from the PNG cache says `cache;desc=hit`. Durations are in
 //! milliseconds, as the [W3C Server Timing] syntax wants, e.g.
 //! `Server-Timing: receive;dur=3.104, decode;dur=48.221, write;dur=2.903`.

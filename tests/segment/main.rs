@@ -514,3 +514,54 @@ fn reading_into_a_kept_buffer_reuses_its_memory_and_returns_exact_pixels() {
     assert_eq!(third.raster, large);
     assert_eq!(third.raster.pixels().as_ptr(), kept);
 }
+
+#[test]
+fn an_image_written_row_by_row_is_read_whole_and_a_short_or_failed_write_keeps_the_last_one() {
+    let name = fresh_name();
+    let writer = attach(&name);
+    let reader = attach(&name);
+    let image = tagged_raster(ImageId(31));
+    let row_len = image.width() as usize * image.format().bytes_per_pixel() as usize;
+    let info = writer
+        .write_with(image.width(), image.height(), image.format(), |pixels| {
+            // Rows of any length, as decoders hand them out: here a row and a bit at a time.
+            for piece in image.pixels().chunks(row_len + 3) {
+                pixels.push(piece);
+            }
+            Ok::<(), SegmentError>(())
+        })
+        .unwrap();
+    assert_eq!(info.seq, 1);
+    let stored = reader.read().unwrap().expect("an image");
+    assert_eq!(stored.raster, image);
+
+    // Rows missing, rows too many, the filler failing: nothing is published.
+    let short = writer.write_with(image.width(), image.height(), image.format(), |pixels| {
+        pixels.push(&image.pixels()[..row_len]);
+        Ok::<(), SegmentError>(())
+    });
+    assert!(
+        matches!(short, Err(SegmentError::IncompleteImage { .. })),
+        "{short:?}"
+    );
+    let long = writer.write_with(image.width(), image.height(), image.format(), |pixels| {
+        pixels.push(image.pixels());
+        pixels.push(&[0; 8]);
+        Ok::<(), SegmentError>(())
+    });
+    assert!(
+        matches!(long, Err(SegmentError::IncompleteImage { .. })),
+        "{long:?}"
+    );
+    let failed = writer.write_with(image.width(), image.height(), image.format(), |pixels| {
+        pixels.push(&vec![0xAB; row_len * 2]);
+        Err(SegmentError::IncompleteImage {
+            expected: 0,
+            written: 1,
+        })
+    });
+    assert!(failed.is_err());
+    assert_eq!(reader.seq(), 1);
+    let stored = reader.read().unwrap().expect("an image");
+    assert_eq!(stored.raster, image, "the last complete image stays");
+}

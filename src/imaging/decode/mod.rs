@@ -30,7 +30,27 @@ mod orientation;
 mod plain_png;
 mod tiff;
 
-pub use plain_png::SourcePng;
+pub use plain_png::{PlainLayout as PlainPng, SourcePng};
+
+/// The layout of `bytes` if they are a plain PNG, one whose own image data is a PNG of exactly
+/// the pixels decoded from it (see `plain_png`); `None` for anything else.
+pub fn plain_png(bytes: &[u8]) -> Option<PlainPng> {
+    plain_png::plain_layout(bytes)
+}
+
+/// Decodes the plain PNG `plain` of `bytes` row by row, top to bottom, each row in a raster's
+/// byte order handed to `row` (to be stored straight into the segment, with no copy of the
+/// whole image). `Ok(false)` when the strict reader refuses the file after all: the rows given
+/// so far are to be thrown away and the file read with [`decode`], which then reads it as any
+/// other PNG. A decoder that panics has failed to read the file, as in [`decode`].
+pub fn decode_plain_png_rows(
+    bytes: &[u8],
+    plain: &PlainPng,
+    limits: &DecodeLimits,
+    row: impl FnMut(&[u8]),
+) -> Result<bool, DecodeError> {
+    guarded("PNG", || plain_png::decode_rows(bytes, plain, limits, row))
+}
 
 use std::io::{self, Cursor};
 use std::panic::{self, AssertUnwindSafe};

@@ -77,7 +77,7 @@ impl SourcePng {
 
 /// A plain PNG's layout, read from its chunks without decoding anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PlainLayout {
+pub struct PlainLayout {
     width: u32,
     height: u32,
     format: PixelFormat,
@@ -86,7 +86,7 @@ pub(super) struct PlainLayout {
 
 /// The layout of `bytes` if they are a plain PNG (see the module docs), else `None`. Reads the
 /// chunk headers only; CRCs are checked by the decoder.
-pub(super) fn plain_layout(bytes: &[u8]) -> Option<PlainLayout> {
+pub fn plain_layout(bytes: &[u8]) -> Option<PlainLayout> {
     let mut at = SIGNATURE.len();
     if bytes.get(..at)? != SIGNATURE {
         return None;
@@ -174,23 +174,39 @@ fn plain_header(ihdr: &[u8]) -> Option<(u32, u32, PixelFormat)> {
     plain.then_some((width, height, format))
 }
 
-/// Decodes a plain PNG whose `layout` [`plain_layout`] read. `Ok(None)` if the `png` crate
-/// refuses it with the checks turned on (the caller then reads it as any other PNG, and its
-/// data is not handed out); errors are the limits'.
-pub(super) fn decode(
+impl PlainLayout {
+    /// The image's size.
+    pub fn dimensions(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// The pixel format the image is stored in.
+    pub fn format(&self) -> PixelFormat {
+        self.format
+    }
+
+    /// Where the file's header and image data are.
+    pub fn source(&self) -> &SourcePng {
+        &self.source
+    }
+}
+
+/// Decodes the plain PNG in `bytes` whose layout [`plain_layout`] read, row by row: each row,
+/// top to bottom, in a raster's byte order (16-bit samples in the machine's order), goes to
+/// `row`. `Ok(false)` if the `png` crate refuses the file with its checks on (the caller then
+/// reads it as any other PNG, and its data is not handed out; rows given so far are to be
+/// thrown away); errors are the limits'.
+pub(super) fn decode_rows(
     bytes: &[u8],
-    layout: PlainLayout,
+    layout: &PlainLayout,
     limits: &DecodeLimits,
-) -> Result<Option<(Raster, SourcePng)>, DecodeError> {
-    let PlainLayout {
-        width,
-        height,
-        format,
-        source,
-    } = layout;
+    mut row: impl FnMut(&[u8]),
+) -> Result<bool, DecodeError> {
+    let (width, height, format) = (layout.width, layout.height, layout.format);
     check_pixel_count(width, height, limits)?;
-    let Some(len) = format.byte_len(width, height) else {
-        return Ok(None);
+    let row_len = u64::from(width) * u64::from(format.bytes_per_pixel());
+    let Ok(row_len) = usize::try_from(row_len) else {
+        return Ok(false);
     };
     let mut options = png::DecodeOptions::default();
     options.set_ignore_adler32(false);
@@ -199,33 +215,68 @@ pub(super) fn decode(
     options.set_ignore_text_chunk(true);
     options.set_ignore_iccp_chunk(true);
     let mut decoder = png::Decoder::new_with_options(Cursor::new(bytes), options);
-    // The decoder's own buffers: a row or two and the chunk it is reading.
+    // The decoder's own buffers: a few rows, and the chunks it reads.
     decoder.set_limits(png::Limits {
-        bytes: usize::try_from(len).unwrap_or(usize::MAX),
+        bytes: row_len.saturating_mul(8).saturating_add(1 << 20),
     });
     decoder.set_transformations(png::Transformations::IDENTITY);
     let Ok(mut reader) = decoder.read_info() else {
-        return Ok(None);
+        return Ok(false);
     };
-    if reader.info().size() != (width, height) || reader.output_buffer_size() != Some(len as usize)
-    {
-        return Ok(None);
+    if reader.info().size() != (width, height) || reader.output_line_size(width) != Some(row_len) {
+        return Ok(false);
     }
-    let mut pixels = zeroed::<u8>(len)?;
-    if reader.next_frame(&mut pixels).is_err() || reader.finish().is_err() {
-        return Ok(None);
-    }
-    if format.bit_depth() == 16 {
-        // PNG samples are big-endian; a raster keeps them in the machine's order.
-        for sample in pixels.chunks_exact_mut(2) {
-            let value = u16::from_be_bytes([sample[0], sample[1]]);
-            sample.copy_from_slice(&value.to_ne_bytes());
+    // 16-bit rows are turned into the machine's byte order here.
+    let mut native = if format.bit_depth() == 16 {
+        zeroed::<u8>(row_len as u64)?
+    } else {
+        Vec::new()
+    };
+    for _ in 0..height {
+        let Ok(Some(decoded)) = reader.next_row() else {
+            return Ok(false);
+        };
+        let data = decoded.data();
+        if data.len() != row_len {
+            return Ok(false);
+        }
+        if native.is_empty() {
+            row(data);
+        } else {
+            for (out, sample) in native.chunks_exact_mut(2).zip(data.chunks_exact(2)) {
+                let value = u16::from_be_bytes([sample[0], sample[1]]);
+                out.copy_from_slice(&value.to_ne_bytes());
+            }
+            row(&native);
         }
     }
-    let Ok(raster) = Raster::new(width, height, format, pixels) else {
+    // The rest of the image data, its Adler-32 and every chunk up to IEND are checked too.
+    Ok(reader.finish().is_ok())
+}
+
+/// Decodes the plain PNG in `bytes` into a raster (see [`decode_rows`]). `Ok(None)` if the
+/// `png` crate refuses it with its checks on; errors are the limits'.
+pub(super) fn decode(
+    bytes: &[u8],
+    layout: PlainLayout,
+    limits: &DecodeLimits,
+) -> Result<Option<(Raster, SourcePng)>, DecodeError> {
+    check_pixel_count(layout.width, layout.height, limits)?;
+    let Some(len) = layout.format.byte_len(layout.width, layout.height) else {
         return Ok(None);
     };
-    Ok(Some((raster, source)))
+    let mut pixels = Vec::new();
+    usize::try_from(len)
+        .ok()
+        .and_then(|len| pixels.try_reserve_exact(len).ok())
+        .ok_or(DecodeError::OutOfMemory { bytes: len })?;
+    if !decode_rows(bytes, &layout, limits, |row| pixels.extend_from_slice(row))? {
+        return Ok(None);
+    }
+    let Ok(raster) = Raster::new(layout.width, layout.height, layout.format, pixels) else {
+        return Ok(None);
+    };
+    Ok(Some((raster, layout.source)))
 }
 
 #[cfg(test)]

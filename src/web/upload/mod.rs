@@ -24,8 +24,7 @@ use super::error::Reply;
 use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
 use crate::imaging::{self, DecodeLimits, Sniffed};
-use crate::raster::Raster;
-use crate::segment::ImageInfo;
+use crate::segment::{ImageInfo, Segment, SegmentError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -181,39 +180,39 @@ async fn store(
         let _memory = steps.time_if_long("memory", || {
             budget.reserve(needed, "decoding the upload", budget::WAIT)
         })?;
-        let imaging::Decoded {
-            raster,
-            format,
-            source_png,
-        } = steps.time("decode", || imaging::decode(&bytes, &limits))?;
-        // A plain PNG's own image data is a PNG of exactly these pixels, to be shared once
-        // they are stored; any other upload's bytes are not needed any more: they are freed
-        // before the copy.
-        let source = match source_png {
-            Some(source_png) => Some((source_png, bytes, body_memory)),
+        let plain = imaging::plain_png(&bytes);
+        let streamed = match &plain {
+            Some(plain) => {
+                store_plain_png(&segment, &bytes, plain, &limits, want_thumbnail, &mut steps)?
+            }
+            None => None,
+        };
+        let (info, thumbnail, source_png) = match streamed {
+            Some((info, thumbnail)) => (info, thumbnail, plain.map(|plain| plain.source().clone())),
             None => {
-                drop(bytes);
-                drop(body_memory);
-                None
+                let imaging::Decoded {
+                    raster,
+                    format,
+                    source_png,
+                } = steps.time("decode", || imaging::decode(&bytes, &limits))?;
+                tracing::debug!(format, "decoded the upload");
+                let info = steps.time("write", || segment.write(&raster))?;
+                let thumbnail = want_thumbnail
+                    .then(|| preview(imaging::thumbnail_png(&raster, THUMBNAIL_SIDE), info.seq))
+                    .flatten();
+                (info, thumbnail, source_png)
             }
         };
-        let info = steps.time("write", || segment.write(&raster))?;
         tracing::info!(
             seq = info.seq,
-            format,
             "stored a {}x{} {} image",
             info.width,
             info.height,
             info.format
         );
-        let thumbnail = if want_thumbnail {
-            preview(&raster, info.seq)
-        } else {
-            None
-        };
-        drop(raster);
-        // Shared as the image's PNG: no server needs to encode it.
-        let png_shared = source.is_some_and(|(source_png, bytes, _memory)| {
+        // A plain PNG's own image data is a PNG of exactly the stored pixels: shared as the
+        // image's PNG, no server needs to encode it.
+        let png_shared = source_png.is_some_and(|source_png| {
             let started = Instant::now();
             let published = segment.publish_png_parts(info.seq, &source_png.parts(&bytes));
             steps.record_since("share", started);
@@ -222,6 +221,8 @@ async fn store(
                 false
             })
         });
+        drop(bytes);
+        drop(body_memory);
         Ok((info, thumbnail, steps, png_shared))
     })
     .await?;
@@ -235,9 +236,59 @@ async fn store(
     Ok((info, steps, png_shared))
 }
 
-/// A `data:image/png;base64,...` preview of `raster`, or `None` (logged) if none can be made.
-fn preview(raster: &Raster, seq: u64) -> Option<String> {
-    match imaging::thumbnail_png(raster, THUMBNAIL_SIDE) {
+/// A plain PNG decoded row by row straight into the segment (no copy of the whole image in
+/// this process), with its preview made from the same rows if `want_thumbnail`: what the
+/// segment says and the preview, or `None` if the strict reader refused the file after all
+/// (nothing was stored; read it as any other file). Timed as `decode`: the rows are written as
+/// they are decoded, so there is no `write` of its own.
+fn store_plain_png(
+    segment: &Segment,
+    bytes: &[u8],
+    plain: &imaging::PlainPng,
+    limits: &DecodeLimits,
+    want_thumbnail: bool,
+    steps: &mut ServerTiming,
+) -> Result<Option<(ImageInfo, Option<String>)>, AppError> {
+    /// Why the write of a plain PNG's rows stopped.
+    enum Stopped {
+        /// The strict reader refused the file: read it as any other.
+        Refused,
+        Failed(AppError),
+    }
+    impl From<SegmentError> for Stopped {
+        fn from(error: SegmentError) -> Self {
+            Stopped::Failed(error.into())
+        }
+    }
+
+    let (width, height) = plain.dimensions();
+    let mut preview_rows = want_thumbnail
+        .then(|| imaging::Preview::new(width, height, plain.format(), THUMBNAIL_SIDE));
+    let started = Instant::now();
+    let written = segment.write_with(width, height, plain.format(), |pixels| {
+        let read = imaging::decode_plain_png_rows(bytes, plain, limits, |row| {
+            if let Some(preview) = &mut preview_rows {
+                preview.push_row(row);
+            }
+            pixels.push(row);
+        })
+        .map_err(|error| Stopped::Failed(error.into()))?;
+        if read { Ok(()) } else { Err(Stopped::Refused) }
+    });
+    steps.record_since("decode", started);
+    match written {
+        Ok(info) => {
+            let thumbnail = preview_rows.and_then(|rows| preview(rows.finish(), info.seq));
+            Ok(Some((info, thumbnail)))
+        }
+        Err(Stopped::Refused) => Ok(None),
+        Err(Stopped::Failed(error)) => Err(error),
+    }
+}
+
+/// A `data:image/png;base64,...` preview from `png`, or `None` (logged) if none could be made.
+fn preview(png: Result<Vec<u8>, imaging::EncodeError>, seq: u64) -> Option<String> {
+    match png {
         Ok(png) => Some(format!("data:image/png;base64,{}", STANDARD.encode(png))),
         Err(error) => {
             tracing::warn!("no preview for image {seq}: {error}");
