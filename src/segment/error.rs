@@ -65,6 +65,21 @@ pub enum SegmentError {
     )]
     OutOfMemory { name: String, bytes: u64 },
 
+    /// This process could not map an image's data object into its memory (its address space
+    /// is limited, or the machine is out of memory); the previous image is untouched.
+    #[error(
+        "this server cannot map {} of the shared-memory segment {name:?} into its memory \
+         ({source}): its address space is limited (ulimit -v) or the machine is out of memory; \
+         raise the limit, free memory, or load a smaller image",
+        human_bytes(*bytes)
+    )]
+    CannotMap {
+        name: String,
+        bytes: u64,
+        #[source]
+        source: io::Error,
+    },
+
     /// The segment's bytes break the layout's rules: another program wrote them, or a
     /// different version of shmimage made the segment.
     #[error(

@@ -593,20 +593,20 @@ impl Segment {
             len,
             refused: false,
         };
-        fill(&mut slot_pixels)?;
-        let written = slot_pixels.sink.pushed() as u64;
+        let filled = fill(&mut slot_pixels);
+        let written = slot_pixels.sink.finish() as u64;
+        if data.mapping.poisoned() {
+            // Truncated by another process while we copied: nothing was published.
+            self.forget_data_object(data.generation);
+            return Err(self.corrupt(Corruption::Truncated).into());
+        }
+        filled?;
         if slot_pixels.refused || written != len {
             return Err(SegmentError::IncompleteImage {
                 expected: len,
                 written,
             }
             .into());
-        }
-        slot_pixels.sink.finish();
-        if data.mapping.poisoned() {
-            // Truncated by another process while we copied: nothing was published.
-            self.forget_data_object(data.generation);
-            return Err(self.corrupt(Corruption::Truncated).into());
         }
         let record = &header.slots[target];
         let written_at_ns = SystemTime::now()
@@ -1122,7 +1122,15 @@ impl Segment {
             }
             Err(e) => {
                 let _ = os::shm_unlink(&os_name);
-                return Err(SegmentError::os("mmap", &os_name)(os::shmem_error(e)));
+                let source = os::shmem_error(e);
+                if source.raw_os_error() == Some(libc::ENOMEM) {
+                    return Err(SegmentError::CannotMap {
+                        name: self.name.to_string(),
+                        bytes: total,
+                        source,
+                    });
+                }
+                return Err(SegmentError::os("mmap", &os_name)(source));
             }
         };
         // SAFETY: the mapping is at least DATA_OFFSET bytes (checked), page-aligned, and

@@ -231,6 +231,7 @@ impl AppError {
                 SegmentError::Busy { .. }
                 | SegmentError::GateBusy { .. }
                 | SegmentError::OutOfMemory { .. }
+                | SegmentError::CannotMap { .. }
                 | SegmentError::Corrupt { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 SegmentError::Os { source, .. } if out_of_descriptors(source) => {
                     StatusCode::SERVICE_UNAVAILABLE

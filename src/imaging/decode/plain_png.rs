@@ -189,6 +189,11 @@ impl PlainLayout {
     pub fn source(&self) -> &SourcePng {
         &self.source
     }
+
+    /// Refuses the image if it has more pixels than `limits` allow, as every decode does.
+    pub fn check_limits(&self, limits: &DecodeLimits) -> Result<(), DecodeError> {
+        check_pixel_count(self.width, self.height, limits)
+    }
 }
 
 /// Decodes the plain PNG in `bytes` whose layout [`plain_layout`] read, row by row: each row,

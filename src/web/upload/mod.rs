@@ -261,6 +261,8 @@ fn store_plain_png(
         }
     }
 
+    // The decode's own limit first: its refusal is the one every other upload gets.
+    plain.check_limits(limits)?;
     let (width, height) = plain.dimensions();
     let mut preview_rows = want_thumbnail
         .then(|| imaging::Preview::new(width, height, plain.format(), THUMBNAIL_SIDE));
