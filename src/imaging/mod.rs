@@ -24,7 +24,9 @@ mod sniff;
 
 use crate::raster::Raster;
 
-pub use self::decode::{PlainPng, SourcePng, decode, decode_plain_png_rows, plain_png};
+pub use self::decode::{
+    PlainPng, SourcePng, decode, decode_ordinarily, decode_plain_png_rows, plain_png,
+};
 pub use self::encode::{Preview, encode_png, thumbnail_png};
 pub use self::resize::{ResizeError, resize_to_width, scaled_height};
 pub use self::sniff::{SNIFF_LEN, Sniffed, decode_footprint, sniff};

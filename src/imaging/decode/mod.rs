@@ -89,8 +89,32 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeErro
     let Some(container) = Container::detect(bytes) else {
         return Err(unrecognised(bytes));
     };
+    decode_detected(bytes, container, limits, true)
+}
+
+/// [`decode`] for a file the strict reader of plain PNGs refused (or that is no plain PNG):
+/// read it the ordinary way, without trying that reader again. `source_png` is `None`.
+pub fn decode_ordinarily(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let Some(container) = Container::detect(bytes) else {
+        return Err(unrecognised(bytes));
+    };
+    decode_detected(bytes, container, limits, false)
+}
+
+/// Decodes a file whose container was detected; plain PNGs through their own reader if
+/// `plain_png_first`.
+fn decode_detected(
+    bytes: &[u8],
+    container: Container,
+    limits: &DecodeLimits,
+    plain_png_first: bool,
+) -> Result<Decoded, DecodeError> {
     let format = container.name();
-    if container == Container::Png
+    if plain_png_first
+        && container == Container::Png
         && let Some(layout) = plain_png::plain_layout(bytes)
         && let Some((raster, source_png)) =
             guarded(format, || plain_png::decode(bytes, layout, limits))?

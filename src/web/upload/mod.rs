@@ -194,7 +194,14 @@ async fn store(
                     raster,
                     format,
                     source_png,
-                } = steps.time("decode", || imaging::decode(&bytes, &limits))?;
+                } = steps.time("decode", || {
+                    if plain.is_some() {
+                        // Refused by the strict reader of plain PNGs: not tried again.
+                        imaging::decode_ordinarily(&bytes, &limits)
+                    } else {
+                        imaging::decode(&bytes, &limits)
+                    }
+                })?;
                 tracing::debug!(format, "decoded the upload");
                 let info = steps.time("write", || segment.write(&raster))?;
                 let thumbnail = want_thumbnail
