@@ -101,3 +101,36 @@ async fn a_larger_image_after_a_smaller_one_is_served_whole() {
 
     assert_same_pixels(&a.shared_image().await, &large);
 }
+
+#[tokio::test]
+async fn an_image_that_holds_its_forms_boundary_followed_by_other_bytes_is_stored_whole() {
+    let segment = fresh_segment();
+    let a = spawn_server(&segment);
+    let b = spawn_server(&segment);
+    let image = rgb8(96, 64, 5);
+    // A PNG with a private ancillary chunk (which decoders skip) that holds the form's
+    // boundary after a line break, followed by other bytes: data, not the end of the part.
+    let png = encode(&image, ImageFormat::Png);
+    let boundary = "XyZzY";
+    let data = b"\r\n--XyZzY-not-the-end\r\n--XyZzYX";
+    let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+    chunk.extend_from_slice(b"shMi");
+    chunk.extend_from_slice(data);
+    chunk.extend_from_slice(&crc32fast::hash(&chunk[4..]).to_be_bytes());
+    let mut with_chunk = png[..33].to_vec();
+    with_chunk.extend_from_slice(&chunk);
+    with_chunk.extend_from_slice(&png[33..]);
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.png\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&with_chunk);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+
+    let response = a
+        .upload_raw(body, &format!("multipart/form-data; boundary={boundary}"))
+        .await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    assert_same_pixels(&b.shared_image().await, &image);
+}

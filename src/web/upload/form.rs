@@ -65,8 +65,10 @@ enum State {
     /// Before the first boundary line. `at_start`: nothing of the body has been discarded and
     /// it may still begin with the boundary line itself.
     Preamble { at_start: bool },
-    /// Right after a boundary, at `at`: the form ends (`--`) or a part begins (a line break).
-    AfterBoundary { at: usize },
+    /// Right after `CRLF--boundary` (or `--boundary` at the start of the body) in the preamble,
+    /// at `at`: the form ends (`--`), a part begins (padding and a line break), or the match
+    /// was data of the preamble, whose search then goes on from `resume`.
+    AfterBoundary { at: usize, resume: usize },
     /// A part's head begins at `at`; no blank line begins before `searched`.
     PartHead { at: usize, searched: usize },
     /// A part's data begins at `start`; no delimiter begins before `searched`.
@@ -197,6 +199,7 @@ impl FormReader {
                         if bytes.starts_with(dash_boundary) {
                             self.state = State::AfterBoundary {
                                 at: dash_boundary.len(),
+                                resume: 1,
                             };
                             continue;
                         }
@@ -206,6 +209,7 @@ impl FormReader {
                         Some(found) => {
                             self.state = State::AfterBoundary {
                                 at: found + delimiter_len,
+                                resume: found + 1,
                             };
                         }
                         None => {
@@ -215,30 +219,20 @@ impl FormReader {
                         }
                     }
                 }
-                State::AfterBoundary { at } => {
-                    let at = *at;
-                    let bytes = &self.body.as_slice()[at..];
-                    if bytes.len() < 2 {
-                        return Ok(false);
-                    }
-                    if bytes.starts_with(b"--") {
-                        return Err(AppError::MissingImageField);
-                    }
-                    let Some(padding) = bytes.iter().position(|&b| b != b' ' && b != b'\t') else {
-                        if bytes.len() > MAX_PADDING {
-                            return Err(malformed_boundary_line());
+                State::AfterBoundary { at, resume } => {
+                    let (at, resume) = (*at, *resume);
+                    match after_boundary(&self.body.as_slice()[at..]) {
+                        After::Undecided => return Ok(false),
+                        After::Close => return Err(AppError::MissingImageField),
+                        After::Part { line_len } => {
+                            self.body.discard_front(at + line_len);
+                            self.state = State::PartHead { at: 0, searched: 0 };
                         }
-                        return Ok(false);
-                    };
-                    let rest = &bytes[padding..];
-                    if rest.len() < 2 {
-                        return Ok(false);
+                        After::Data => {
+                            self.body.discard_front(resume);
+                            self.state = State::Preamble { at_start: false };
+                        }
                     }
-                    if !rest.starts_with(b"\r\n") || padding > MAX_PADDING {
-                        return Err(malformed_boundary_line());
-                    }
-                    self.body.discard_front(at + padding + 2);
-                    self.state = State::PartHead { at: 0, searched: 0 };
                 }
                 State::PartHead { at, searched } => {
                     let (at, searched) = (*at, *searched);
@@ -293,6 +287,20 @@ impl FormReader {
                     match self.finder.find(&bytes[*searched..]) {
                         Some(found) => {
                             let end = *searched + found;
+                            let line_len = match after_boundary(&bytes[end + delimiter_len..]) {
+                                // Wait for the bytes that tell; the search resumes here.
+                                After::Undecided => {
+                                    *searched = end;
+                                    return Ok(false);
+                                }
+                                // The boundary is followed by other bytes: it is data.
+                                After::Data => {
+                                    *searched = end + 1;
+                                    continue;
+                                }
+                                After::Close => None,
+                                After::Part { line_len } => Some(line_len),
+                            };
                             if wanted.as_ref().is_some_and(|part| !part.recognised) {
                                 refuse_if_no_image(&bytes[*start..end], true)?;
                             }
@@ -305,9 +313,12 @@ impl FormReader {
                                     return Ok(true);
                                 }
                                 None => {
-                                    self.state = State::AfterBoundary {
-                                        at: end + delimiter_len,
+                                    let Some(line_len) = line_len else {
+                                        // The form ends without the field.
+                                        return Err(AppError::MissingImageField);
                                     };
+                                    self.body.discard_front(end + delimiter_len + line_len);
+                                    self.state = State::PartHead { at: 0, searched: 0 };
                                 }
                             }
                         }
@@ -366,10 +377,44 @@ fn refuse_if_no_image(first: &[u8], complete: bool) -> Result<bool, AppError> {
     }
 }
 
-fn malformed_boundary_line() -> AppError {
-    AppError::MalformedUpload(
-        "a boundary line of the form is followed by something other than a line break".to_owned(),
-    )
+/// What follows `CRLF--boundary` (RFC 2046, section 5.1.1): a delimiter is followed by
+/// optional spaces and tabs (at most [`MAX_PADDING`]) and a line break, the close delimiter by
+/// `--`; followed by anything else, the bytes are data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Too few bytes have arrived to tell.
+    Undecided,
+    /// The close delimiter: the form ends.
+    Close,
+    /// A delimiter: the next part's head begins `line_len` bytes on (padding and line break).
+    Part { line_len: usize },
+    /// Not a delimiter: data.
+    Data,
+}
+
+/// Tells what `bytes`, the bytes after a `CRLF--boundary` match, make of it.
+fn after_boundary(bytes: &[u8]) -> After {
+    if bytes.starts_with(b"--") {
+        return After::Close;
+    }
+    if bytes == b"-" {
+        return After::Undecided;
+    }
+    let padding = bytes
+        .iter()
+        .take(MAX_PADDING + 1)
+        .position(|&b| b != b' ' && b != b'\t');
+    match padding {
+        Some(padding) if padding <= MAX_PADDING => match &bytes[padding..] {
+            [b'\r', b'\n', ..] => After::Part {
+                line_len: padding + 2,
+            },
+            [b'\r'] | [] => After::Undecided,
+            _ => After::Data,
+        },
+        None if bytes.len() <= MAX_PADDING => After::Undecided,
+        _ => After::Data,
+    }
 }
 
 /// What a part's `Content-Disposition` says.
@@ -561,6 +606,70 @@ mod tests {
             let (name, bytes) = read(&body, boundary, piece).unwrap();
             assert_eq!(name, None);
             assert_eq!(bytes, image, "pieces of {piece}");
+        }
+    }
+
+    /// Reads `body` in two pieces split at `seam`; the field's bytes, or the error.
+    fn read_split(body: &[u8], boundary: &str, seam: usize) -> Result<Vec<u8>, AppError> {
+        let budget = MemoryBudget::new(1 << 30);
+        let buffer = BodyBuffer::new(Some(body.len() as u64), 1 << 28, &budget);
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let mut reader = FormReader::new(&content_type, "image", buffer)?;
+        let (first, second) = body.split_at(seam);
+        if !reader.push(first)? {
+            reader.push(second)?;
+        }
+        Ok(reader.finish()?.bytes.to_vec())
+    }
+
+    #[test]
+    fn a_boundary_followed_by_anything_but_a_line_break_or_dashes_is_data() {
+        // RFC 2046: a delimiter is CRLF "--" boundary, then optional spaces and tabs and CRLF,
+        // or "--" for the last one. Followed by anything else, those bytes are data.
+        let boundary = "bnd";
+        let mut image = png_like(120);
+        for look_alike in [
+            &b"\r\n--bndX"[..],
+            b"\r\n--bnd-x",
+            b"\r\n--bnd \t x",
+            b"\r\n--bnd\rx",
+            b"\r\n--bnd\nx",
+            b"\r\n--bnd\r\r\n",
+            b"\r\n--bndbnd\r\n",
+        ] {
+            image.extend_from_slice(look_alike);
+            image.extend_from_slice(b"middle");
+        }
+        image.extend_from_slice(b"\r\n--bnd!");
+        let body = form(
+            &[
+                (
+                    "Content-Disposition: form-data; name=\"comment\"",
+                    "",
+                    b"see\r\n--bnd: not the end",
+                ),
+                ("Content-Disposition: form-data; name=image", "", &image),
+            ],
+            boundary,
+        );
+        for piece in [1, 2, 3, 5, 7, 64, body.len()] {
+            let (_, bytes) = read(&body, boundary, piece).unwrap();
+            assert!(bytes == image, "pieces of {piece}: {} bytes", bytes.len());
+        }
+        for seam in 0..=body.len() {
+            let bytes = read_split(&body, boundary, seam).unwrap();
+            assert!(bytes == image, "split at {seam}: {} bytes", bytes.len());
+        }
+        // The close delimiter ends the field too, with or without a line break after it, and
+        // padding before a line break is allowed.
+        for ending in [&b"\r\n--bnd--"[..], b"\r\n--bnd--\r\n", b"\r\n--bnd \t\r\n"] {
+            let mut body = b"--bnd\r\nContent-Disposition: form-data; name=image\r\n\r\n".to_vec();
+            body.extend_from_slice(&image);
+            body.extend_from_slice(ending);
+            for seam in 0..=body.len() {
+                let bytes = read_split(&body, boundary, seam).unwrap();
+                assert!(bytes == image, "split at {seam}: {} bytes", bytes.len());
+            }
         }
     }
 
