@@ -288,7 +288,28 @@ pub struct ImageInfo {
     pub writer_label: String,
 }
 
+/// Names one image written to the segment, for as long as this process is attached: its
+/// sequence number and when it was written. The number alone does not, since a writer starts
+/// counting again at 1 when it finds the state word overwritten with a huge number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ImageId {
+    pub seq: u64,
+    /// The slot record's `written_at_ns`.
+    pub written_at_ns: u64,
+}
+
 impl ImageInfo {
+    /// The image this describes.
+    pub fn id(&self) -> ImageId {
+        ImageId {
+            seq: self.seq,
+            written_at_ns: self
+                .written_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as u64),
+        }
+    }
+
     fn from_slot(slot: &SlotImage) -> ImageInfo {
         ImageInfo {
             seq: slot.seq,
@@ -717,6 +738,39 @@ impl Segment {
     /// image for good (e.g. in an HTTP ETag).
     pub fn incarnation(&self) -> u64 {
         self.created_at_ns
+    }
+
+    /// Which image the segment publishes (`None` before the first write), without copying
+    /// anything: the state word and two fields of the published slot's record, read as a
+    /// seqlock. Blocks (for the lock, see [`Segment::state`]) only if writers publish between
+    /// every two loads.
+    pub fn published_image(&self) -> Result<Option<ImageId>, SegmentError> {
+        let header = self.header();
+        for _ in 0..OPTIMISTIC_READS {
+            let state = header.state.load(Ordering::Acquire);
+            let (seq, active) = unpack_state(state);
+            if seq == 0 {
+                return Ok(None);
+            }
+            let record = &header.slots[active];
+            let (slot_seq, written_at_ns) = (
+                record.seq.load(Ordering::Relaxed),
+                record.written_at_ns.load(Ordering::Relaxed),
+            );
+            // Orders the record's loads before the re-check, as in `try_published`.
+            fence(Ordering::Acquire);
+            if header.state.load(Ordering::Relaxed) != state {
+                continue;
+            }
+            if slot_seq != seq {
+                return Err(self.corrupt(Corruption::SeqMismatch {
+                    published: seq,
+                    slot: slot_seq,
+                }));
+            }
+            return Ok(Some(ImageId { seq, written_at_ns }));
+        }
+        Ok(self.state()?.image.map(|image| image.id()))
     }
 
     /// The sequence number of the last completed write (0 before the first). One atomic load.

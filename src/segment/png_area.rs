@@ -21,7 +21,8 @@ use super::copy;
 use super::layout::{PngRecord, SlotFields, SlotImage, unpack_state};
 use super::os;
 use super::{
-    DataObject, LockGuard, MAX_SLOT_CAPACITY, OPTIMISTIC_READS, ReadAttempt, Segment, SegmentError,
+    DataObject, ImageId, LockGuard, MAX_SLOT_CAPACITY, OPTIMISTIC_READS, ReadAttempt, Segment,
+    SegmentError,
 };
 use crate::raster::PixelFormat;
 use std::sync::Arc;
@@ -36,7 +37,19 @@ const CLAIM_POLL: Duration = Duration::from_millis(50);
 pub struct SharedPng {
     /// The sequence number of the image the PNG is of.
     pub seq: u64,
+    /// When that image was written (its slot's `written_at_ns`): with `seq`, names it.
+    pub written_at_ns: u64,
     pub png: Vec<u8>,
+}
+
+impl SharedPng {
+    /// The image the PNG is of.
+    pub fn image(&self) -> ImageId {
+        ImageId {
+            seq: self.seq,
+            written_at_ns: self.written_at_ns,
+        }
+    }
 }
 
 /// What the PNG area holds for the published image.
@@ -471,6 +484,7 @@ impl Segment {
         }
         Ok(ReadAttempt::Done(PngLookup::Found(SharedPng {
             seq: slot.seq,
+            written_at_ns: slot.written_at_ns,
             png,
         })))
     }

@@ -29,7 +29,7 @@ use super::timing::ServerTiming;
 use super::upload::PngShared;
 use super::{AppError, AppState, blocking};
 use crate::imaging;
-use crate::segment::{PngClaim, PngLookup, Segment, SharedPng, StoredImage};
+use crate::segment::{ImageId, PngClaim, PngLookup, Segment, SharedPng, StoredImage};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
@@ -50,10 +50,10 @@ pub const SHARED_ENCODE_WAIT: Duration = Duration::from_secs(3);
 /// larger ones are given back to the system after their encode.
 pub(super) const KEPT_PIXELS_MAX: usize = 128 * 1024 * 1024;
 
-/// A PNG of the segment's image, with the sequence number of the write that stored it.
+/// A PNG of the segment's image, with the image it is of.
 #[derive(Debug, Clone)]
 pub struct EncodedPng {
-    pub seq: u64,
+    pub image: ImageId,
     pub png: Bytes,
     /// How long reading the pixels and encoding them took.
     pub timing: ServerTiming,
@@ -79,34 +79,37 @@ pub struct PngCache {
     pixels: Mutex<Vec<u8>>,
 }
 
-/// One encode, started for the image the segment announced as `seq`.
+/// One encode, started for the image the segment published as `image`. Keyed on the image's
+/// identity, not its number alone: numbers start again at 1 after the state word was found
+/// overwritten, and an earlier image may have had a higher one.
 #[derive(Debug)]
 struct CachedPng {
-    seq: u64,
+    image: ImageId,
     png: OnceCell<EncodedPng>,
 }
 
 impl PngCache {
-    /// The PNG of the segment's current image, which the segment announced as `seq`: from the
-    /// cache, or read and encoded on the blocking threads once for everybody asking.
+    /// The PNG of the segment's current image, which the segment published as `image`: from
+    /// the cache, or read and encoded on the blocking threads once for everybody asking.
     pub async fn current(
         self: &Arc<Self>,
         segment: &Arc<Segment>,
         budget: &Arc<MemoryBudget>,
-        seq: u64,
+        image: ImageId,
     ) -> Result<(EncodedPng, Served), AppError> {
         let entry = {
             let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
             match latest.as_ref() {
-                // A cache entry for this or a newer image serves: newer is never wrong.
+                // The entry of this image, or one whose encode found this image published.
                 Some(entry)
-                    if entry.seq >= seq || entry.png.get().is_some_and(|png| png.seq == seq) =>
+                    if entry.image == image
+                        || entry.png.get().is_some_and(|png| png.image == image) =>
                 {
                     Arc::clone(entry)
                 }
                 _ => {
                     let entry = Arc::new(CachedPng {
-                        seq,
+                        image,
                         png: OnceCell::new(),
                     });
                     *latest = Some(Arc::clone(&entry));
@@ -209,7 +212,7 @@ impl PngCache {
         let encoded = self.encode_here(segment, len, timing);
         if let Some(seq) = seq {
             if let Ok(png) = &encoded
-                && let Err(error) = segment.publish_png(png.seq, &png.png)
+                && let Err(error) = segment.publish_png(png.image.seq, &png.png)
             {
                 tracing::warn!(%error, "cannot share the PNG with the other servers");
             }
@@ -244,7 +247,7 @@ impl PngCache {
             "encoded the image as PNG"
         );
         Ok(EncodedPng {
-            seq: stored.info.seq,
+            image: stored.info.id(),
             png: Bytes::from(png),
             timing,
         })
@@ -271,18 +274,22 @@ impl PngCache {
         segment: &Arc<Segment>,
         budget: &Arc<MemoryBudget>,
     ) {
-        let seq = segment.seq();
-        if seq == 0 {
-            return;
-        }
+        let image = match segment.published_image() {
+            Ok(Some(image)) => image,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::info!(%error, "cannot start encoding the new image");
+                return;
+            }
+        };
+        let seq = image.seq;
         // One compare-and-swap: cheap enough before the upload is answered.
         segment.claim_png(seq);
-        // Whatever the cache holds is of an earlier image, even under the same number (a
-        // writer starts again at 1 when it finds the state word overwritten with a huge one).
+        // Whatever the cache holds is of an earlier image.
         *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let (cache, segment, budget) = (Arc::clone(self), Arc::clone(segment), Arc::clone(budget));
         tokio::spawn(async move {
-            if let Err(error) = cache.current(&segment, &budget, seq).await {
+            if let Err(error) = cache.current(&segment, &budget, image).await {
                 tracing::info!(seq, %error, "encoding the new image in the background failed");
             }
             // The writer encodes each image once, for every server: its read buffer would only
@@ -322,7 +329,7 @@ pub(crate) fn read_pixels(
 fn from_area(shared: SharedPng, mut timing: ServerTiming) -> EncodedPng {
     timing.describe("png", "shared");
     EncodedPng {
-        seq: shared.seq,
+        image: shared.image(),
         png: Bytes::from(shared.png),
         timing,
     }
@@ -390,10 +397,24 @@ pub(crate) async fn serve_full(state: &AppState, headers: &HeaderMap) -> Respons
     if if_none_match(headers, incarnation, seq) {
         return (StatusCode::NOT_MODIFIED, cache_headers(incarnation, seq)).into_response();
     }
-    match state.png.current(&state.segment, state.budget(), seq).await {
+    let image = match state.segment.published_image() {
+        Ok(Some(image)) => image,
+        Ok(None) => {
+            let error = AppError::NoImage {
+                segment: state.segment_name(),
+            };
+            return Reply::for_headers(headers).error(error, state);
+        }
+        Err(error) => return Reply::for_headers(headers).error(error.into(), state),
+    };
+    match state
+        .png
+        .current(&state.segment, state.budget(), image)
+        .await
+    {
         Ok((encoded, served)) => (
             served_timing(&encoded, served),
-            cache_headers(incarnation, encoded.seq),
+            cache_headers(incarnation, encoded.image.seq),
             [(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))],
             encoded.png,
         )

@@ -141,7 +141,7 @@ pub(crate) async fn show(
         && let Some(info) = &snapshot.image
         && let Err(error) = state
             .png
-            .current(&state.segment, state.budget(), info.seq)
+            .current(&state.segment, state.budget(), info.id())
             .await
     {
         return error.into_page(&segment_name);

@@ -521,3 +521,43 @@ async fn png_uploads_whose_image_data_is_not_the_stored_image_are_encoded_afresh
         assert_same_pixels(&decode(&png), &expected);
     }
 }
+
+/// Where the state word lies in the control object, and slot 0's `seq` (docs/PROTOCOL.md).
+const STATE: u64 = 24;
+const SLOT0_SEQ: u64 = 48 + 32;
+
+fn write_control_u64(segment: &str, offset: u64, value: u64) {
+    control(segment)
+        .write_all_at(&value.to_ne_bytes(), offset)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn after_the_sequence_numbers_restart_a_server_serves_the_new_image_not_its_cached_one() {
+    let segment = fresh_segment();
+    let a = spawn_server(&segment);
+    let b = spawn_server(&segment);
+    let first = rgb8(200, 150, 31);
+    upload_and_publish(&a, &first).await;
+    // Another process overwrites the state word with a huge number (and the slot's number to
+    // match, so that the image still reads): B caches the image under that number.
+    let huge = 1u64 << 62;
+    write_control_u64(&segment, SLOT0_SEQ, huge);
+    write_control_u64(&segment, STATE, huge << 1);
+    let (_, _, png) = get_png(&b).await;
+    assert_same_pixels(&decode(&png), &first);
+
+    // The next write starts counting again at 1: a number below the one B cached.
+    let second = rgb8(120, 90, 77);
+    let response = a
+        .upload_raw(encode(&second, ImageFormat::Png), "image/png")
+        .await;
+    assert_eq!(response.status(), 201);
+    let seq = response.json::<serde_json::Value>().await.unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(seq, 1, "the writer starts again at 1");
+    let (_, timing, png) = get_png(&b).await;
+    assert_same_pixels(&decode(&png), &second);
+    assert!(!timing.contains("cache;desc=hit"), "{timing}");
+}
