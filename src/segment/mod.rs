@@ -215,7 +215,7 @@ mod sigbus;
 pub use error::{Corruption, SegmentError};
 pub use layout::{CONTROL_LEN, DATA_OFFSET};
 pub use name::{NameError, SegmentName};
-pub use png_area::{PngClaim, PngLookup, SharedPng};
+pub use png_area::{ClaimedPng, PngClaim, PngLookup, SharedPng};
 
 /// Fuzzing entry points: the checks applied to segment bytes, exposed for the fuzz target.
 #[doc(hidden)]

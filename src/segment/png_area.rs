@@ -64,12 +64,43 @@ pub enum PngLookup {
 }
 
 /// The outcome of [`Segment::claim_png`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PngClaim {
-    /// This process encodes the image; the others wait for it.
-    Ours,
+#[derive(Debug)]
+pub enum PngClaim<'a> {
+    /// This process encodes the image; the others wait for it until the claim is dropped.
+    Ours(ClaimedPng<'a>),
     /// Process `pid`, alive, is encoding it.
     Theirs { pid: u32 },
+}
+
+/// This process's claim on the encode of one image. Dropping it gives the claim up and wakes
+/// the processes waiting for it, also when the encode panics, so that nobody waits the full
+/// bound for an encode that is over.
+#[must_use = "dropping the claim gives it up at once"]
+pub struct ClaimedPng<'a> {
+    segment: &'a Segment,
+    seq: u64,
+}
+
+impl std::fmt::Debug for ClaimedPng<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimedPng")
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+impl ClaimedPng<'_> {
+    /// Keeps the claim past this value's life: for a claim taken before work that runs
+    /// elsewhere, which claims the image again (getting its own guard) and gives it up.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ClaimedPng<'_> {
+    fn drop(&mut self) {
+        self.segment.release_png_claim(self.seq);
+    }
 }
 
 /// The claim word for image `seq` by process `pid`.
@@ -324,13 +355,14 @@ impl Segment {
     /// already. A claim for another image, or by a process that is gone, is taken over.
     /// Processes in another pid namespace look gone: they then encode the image twice, which
     /// costs time but nothing else.
-    pub fn claim_png(&self, seq: u64) -> PngClaim {
+    pub fn claim_png(&self, seq: u64) -> PngClaim<'_> {
         let claim = &self.header().png.claim;
         let mine = claim_word(seq, std::process::id());
+        let ours = || PngClaim::Ours(ClaimedPng { segment: self, seq });
         loop {
             let current = claim.load(Ordering::Acquire);
             if current == mine {
-                return PngClaim::Ours;
+                return ours();
             }
             let (claimed, pid) = split_claim(current);
             if pid != 0 && claimed == seq as u32 && os::process_exists(pid) {
@@ -340,9 +372,16 @@ impl Segment {
                 .compare_exchange(current, mine, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                return PngClaim::Ours;
+                return ours();
             }
         }
+    }
+
+    /// Who claims the encode of which image now: (the image's `seq` mod 2^32, the claimant's
+    /// pid), or `None` if nobody does. The claimant may be gone; [`Segment::claim_png`] checks.
+    pub fn png_claimant(&self) -> Option<(u32, u32)> {
+        let (seq, pid) = split_claim(self.header().png.claim.load(Ordering::Acquire));
+        (pid != 0).then_some((seq, pid))
     }
 
     /// Gives up this process's claim on image `seq` (after publishing it, or failing to), and
@@ -617,6 +656,36 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         assert!(!os::process_exists(pid), "a reaped child is gone");
+    }
+
+    #[test]
+    fn a_panic_while_holding_a_claim_gives_the_claim_up() {
+        let name = format!("u{}-claim", std::process::id() % 1_000_000);
+        let segment = Segment::attach(super::super::SegmentConfig {
+            name: super::super::SegmentName::new(&name).unwrap(),
+            max_pixels: 1 << 20,
+            label: "test".to_owned(),
+        })
+        .unwrap();
+        let raster =
+            crate::raster::Raster::new(4, 2, PixelFormat::Rgb8, vec![7; 4 * 2 * 3]).unwrap();
+        let seq = segment.write(&raster).unwrap().seq;
+        let encode = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let claim = segment.claim_png(seq);
+            assert!(matches!(claim, PngClaim::Ours { .. }));
+            assert_eq!(
+                segment.png_claimant(),
+                Some((seq as u32, std::process::id()))
+            );
+            panic!("the encoder panicked");
+        }));
+        assert!(encode.is_err());
+        // Others must not wait for an encode that is over.
+        assert_eq!(segment.png_claimant(), None);
+        assert!(
+            segment.detach().unwrap(),
+            "the last process removes the segment"
+        );
     }
 
     fn png_of(width: u32, height: u32, format: PixelFormat) -> Vec<u8> {

@@ -183,15 +183,19 @@ impl PngCache {
                 None
             }
         };
+        // Held until the PNG is published or the encode failed (or panicked): dropping it
+        // gives the claim up and wakes the servers waiting for it.
+        let mut claim = None;
         if let Some(seq) = seq {
             match segment.claim_png(seq) {
-                PngClaim::Ours => {
+                PngClaim::Ours(ours) => {
                     // Someone may have published it between our look and our claim.
                     if let Ok(PngLookup::Found(shared)) = segment.shared_png() {
-                        segment.release_png_claim(seq);
+                        drop(ours);
                         timing.record_since("read", started);
                         return Ok(from_area(shared, timing));
                     }
+                    claim = Some(ours);
                 }
                 PngClaim::Theirs { pid } => {
                     let waited = Instant::now();
@@ -210,14 +214,13 @@ impl PngCache {
             }
         }
         let encoded = self.encode_here(segment, len, timing);
-        if let Some(seq) = seq {
-            if let Ok(png) = &encoded
-                && let Err(error) = segment.publish_png(png.image.seq, &png.png)
-            {
-                tracing::warn!(%error, "cannot share the PNG with the other servers");
-            }
-            segment.release_png_claim(seq);
+        if seq.is_some()
+            && let Ok(png) = &encoded
+            && let Err(error) = segment.publish_png(png.image.seq, &png.png)
+        {
+            tracing::warn!(%error, "cannot share the PNG with the other servers");
         }
+        drop(claim);
         encoded
     }
 
@@ -283,8 +286,11 @@ impl PngCache {
             }
         };
         let seq = image.seq;
-        // One compare-and-swap: cheap enough before the upload is answered.
-        segment.claim_png(seq);
+        // One compare-and-swap: cheap enough before the upload is answered. The encode below
+        // claims the image again (it is ours already) and gives the claim up when it is done.
+        if let PngClaim::Ours(claim) = segment.claim_png(seq) {
+            claim.keep();
+        }
         // Whatever the cache holds is of an earlier image.
         *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let (cache, segment, budget) = (Arc::clone(self), Arc::clone(segment), Arc::clone(budget));
