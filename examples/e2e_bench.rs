@@ -433,6 +433,50 @@ async fn upload_and_share(
     Ok((samples, png))
 }
 
+/// Stores `file` with `shmimage put` (so that no server encodes it) and times B's `GET
+/// /image.png` to its last byte, `reps` times; the median in ms. Every GET must encode: B has
+/// not seen the image, and the PNG area holds no PNG of it.
+async fn must_encode_get(
+    client: &reqwest::Client,
+    binary: &Path,
+    segment: &str,
+    b: &Server,
+    file: &Path,
+    reps: usize,
+) -> Result<f64, Error> {
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let put = Command::new(binary)
+            .arg("put")
+            .arg(file)
+            .args(["--segment", segment])
+            .output()?;
+        if !put.status.success() {
+            return Err(format!(
+                "shmimage put failed: {}",
+                String::from_utf8_lossy(&put.stderr)
+            )
+            .into());
+        }
+        let start = Instant::now();
+        let response = client.get(b.url("/image.png")).send().await?;
+        if response.status() != 200 {
+            return Err(format!("B answered {}", response.status()).into());
+        }
+        let streamed = response
+            .headers()
+            .get("server-timing")
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.contains("png;desc=local"));
+        response.bytes().await?;
+        samples.push(ms(start.elapsed()));
+        if !streamed {
+            return Err("B did not encode the image it was given by shmimage put".into());
+        }
+    }
+    Ok(median(&samples))
+}
+
 /// Requests per second and MB/s of `GET url` over [`CONNECTIONS`] keep-alive connections for
 /// [`ROUND`].
 async fn throughput(url: &str) -> Result<(f64, f64), Error> {
@@ -566,6 +610,15 @@ async fn main() -> Result<(), Error> {
             drop(raster);
 
             let (samples, png) = upload_and_share(&client, &a, &b, file, mime, reps).await?;
+            // The cold GET that must encode: the image stored with `shmimage put`, so that no
+            // server encoded it, read from B to the last byte.
+            let must_encode = if *name == "png" {
+                let path = scratch.join("put.png");
+                std::fs::write(&path, file)?;
+                must_encode_get(&client, &binary, &segment, &b, &path, reps).await?
+            } else {
+                f64::NAN
+            };
             let qt = match QT_SIZES.iter().find(|s| (s.0, s.1) == (width, height)) {
                 Some(&(_, _, qt_reps)) => qt_path(&scratch, name, file, qt_reps)?,
                 None => Value::Null,
@@ -584,6 +637,14 @@ async fn main() -> Result<(), Error> {
                 chart.insert("cold_get", cold_get);
             } else {
                 chart.insert("share", samples.median("share"));
+            }
+            if *name == "png" {
+                println!(
+                    "{width:>5}x{height:<5} cold GET that must encode (after shmimage put), \
+                     to the last byte: {must_encode:>8.2} ms vs encoder {encode_ms:>8.2} ms: \
+                     {:.2}x",
+                    must_encode / encode_ms
+                );
             }
             println!(
                 "{width:>5}x{height:<5} {name:<4} {:>6.1} MB | upload {upload:>8.2} ms \
@@ -620,6 +681,8 @@ async fn main() -> Result<(), Error> {
                     "cold_get_encode_ms": samples.median("encode"),
                     "in_process_encode_ms": encode_ms,
                     "cold_get_over_encoder": cold_get / encode_ms,
+                    "cold_get_must_encode_ms": must_encode,
+                    "cold_get_must_encode_over_encoder": must_encode / encode_ms,
                     "image_fast_1_thread_ms": fast_ms,
                     "encoder_speedup_over_fast": fast_ms / encode_ms,
                     "png_mb": mb(png_len as u64),
