@@ -98,6 +98,12 @@ impl Preview {
         let channels = self.format.channels() as usize;
         let sample_bytes = (self.format.bit_depth() / 8) as usize;
         let pixel_bytes = channels * sample_bytes;
+        debug_assert!(
+            self.columns
+                .last()
+                .is_none_or(|&(_, right)| row.len() >= right * pixel_bytes),
+            "a preview row holds the image's whole width"
+        );
         for (sum, &(left, right)) in self.sums.chunks_exact_mut(channels).zip(&self.columns) {
             let Some(span) = row.get(left * pixel_bytes..right * pixel_bytes) else {
                 continue;

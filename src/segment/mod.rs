@@ -178,8 +178,9 @@
 //! A robust, process-shared pthread mutex (see `lock`). When its holder dies, the next locker
 //! gets it back at once (`EOWNERDEAD`), wakes waiters in case the dead writer had published
 //! without notifying, and unlinks data objects that no slot names (a dead writer's half-made
-//! generation). The lock is held only for copies and never across an `.await`; waits for it
-//! are timed on the monotonic clock.
+//! generation). The lock is held only for copies (and while a plain PNG upload of at most
+//! [`STREAMED_DECODE_MAX_BYTES`] of pixels is decoded straight into a slot, a second or so) and
+//! never across an `.await`; waits for it are timed on the monotonic clock.
 //!
 //! # Lifetime
 //!
@@ -246,6 +247,11 @@ const ATTACHED_BYTE: u64 = 1;
 const REGISTRY_BYTE: u64 = 64;
 /// How long a writer waits for the lock before giving up with [`SegmentError::Busy`].
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest plain PNG upload, in bytes of pixels, that is decoded straight into a slot with
+/// the lock held (see [`Segment::write_with`]): 128 MiB inflate in about a second on one core
+/// here, well inside [`LOCK_TIMEOUT`] for the writers that wait. Larger ones are decoded first.
+pub const STREAMED_DECODE_MAX_BYTES: u64 = 128 * 1024 * 1024;
 /// How long attaching or detaching waits for the gate before giving up with
 /// [`SegmentError::GateBusy`]. Holders keep it for milliseconds.
 const GATE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -440,14 +446,18 @@ enum ReadAttempt<T> {
 /// The pixels of an image being written, given to [`Segment::write_with`]'s `fill`: bytes
 /// pushed in order (rows, or the whole image at once) go straight into the slot.
 #[derive(Debug)]
-pub struct SlotPixels {
+pub struct SlotPixels<'a> {
     sink: copy::WordSink,
     len: u64,
     /// Bytes were pushed past the image's end.
     refused: bool,
+    /// Ties the value to the one call of [`Segment::write_with`] that made it (an invariant
+    /// lifetime no two calls share), so that no code can swap it with another write's and
+    /// store through a sink whose mapping is gone.
+    _write: std::marker::PhantomData<fn(&'a ()) -> &'a ()>,
 }
 
-impl SlotPixels {
+impl SlotPixels<'_> {
     /// Stores `bytes` after those pushed before. Bytes past the image's length are refused,
     /// and the write then fails.
     pub fn push(&mut self, bytes: &[u8]) {
@@ -549,7 +559,7 @@ impl Segment {
             raster.width(),
             raster.height(),
             raster.format(),
-            |pixels: &mut SlotPixels| {
+            |pixels: &mut SlotPixels<'_>| {
                 pixels.push(raster.pixels());
                 Ok(())
             },
@@ -561,7 +571,9 @@ impl Segment {
     /// returns what the segment now says about it. The pixels go straight into the slot, with
     /// no copy of the whole image in this process.
     ///
-    /// The lock is held while `fill` runs (other writers wait for it; readers do not). On any
+    /// The lock is held while `fill` runs (other writers wait for it, at most the lock's 10 s;
+    /// readers do not): `fill` must not take long, and must not write to this segment itself
+    /// (it would wait for its own lock). On any
     /// error, `fill`'s own or one of the segment's, and when `fill` gives fewer or more bytes
     /// than the image has, nothing is published and the previous image stays. Blocks; call it
     /// off async threads.
@@ -570,7 +582,7 @@ impl Segment {
         width: u32,
         height: u32,
         format: PixelFormat,
-        fill: impl FnOnce(&mut SlotPixels) -> Result<(), E>,
+        fill: impl for<'write> FnOnce(&mut SlotPixels<'write>) -> Result<(), E>,
     ) -> Result<ImageInfo, E> {
         let pixels = u64::from(width) * u64::from(height);
         if pixels > self.max_pixels {
@@ -613,6 +625,7 @@ impl Segment {
             sink,
             len,
             refused: false,
+            _write: std::marker::PhantomData,
         };
         let filled = fill(&mut slot_pixels);
         let written = slot_pixels.sink.finish() as u64;

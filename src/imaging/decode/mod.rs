@@ -42,7 +42,8 @@ pub fn plain_png(bytes: &[u8]) -> Option<PlainPng> {
 /// byte order handed to `row` (to be stored straight into the segment, with no copy of the
 /// whole image). `Ok(false)` when the strict reader refuses the file after all: the rows given
 /// so far are to be thrown away and the file read with [`decode`], which then reads it as any
-/// other PNG. A decoder that panics has failed to read the file, as in [`decode`].
+/// other PNG. A decoder that panics has failed to read the file, as in [`decode`] (and so,
+/// since `row` runs inside the same boundary, does a panic of `row`'s: keep it simple).
 pub fn decode_plain_png_rows(
     bytes: &[u8],
     plain: &PlainPng,

@@ -24,7 +24,7 @@ use super::error::Reply;
 use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
 use crate::imaging::{self, DecodeLimits, Sniffed};
-use crate::segment::{ImageInfo, Segment, SegmentError};
+use crate::segment::{ImageInfo, STREAMED_DECODE_MAX_BYTES, Segment, SegmentError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -181,21 +181,35 @@ async fn store(
             budget.reserve(needed, "decoding the upload", budget::WAIT)
         })?;
         let plain = imaging::plain_png(&bytes);
-        let streamed = match &plain {
+        // Decoded straight into the segment, with its lock held: only up to a size whose
+        // decode other writers can wait for.
+        let streamable = plain.as_ref().filter(|plain| {
+            let (width, height) = plain.dimensions();
+            plain
+                .format()
+                .byte_len(width, height)
+                .is_some_and(|len| len <= STREAMED_DECODE_MAX_BYTES)
+        });
+        let streamed = match streamable {
             Some(plain) => {
                 store_plain_png(&segment, &bytes, plain, &limits, want_thumbnail, &mut steps)?
             }
             None => None,
         };
-        let (info, thumbnail, source_png) = match streamed {
-            Some((info, thumbnail)) => (info, thumbnail, plain.map(|plain| plain.source().clone())),
+        let (info, preview_rows, raster, source_png) = match streamed {
+            Some((info, preview_rows)) => (
+                info,
+                preview_rows,
+                None,
+                plain.map(|plain| plain.source().clone()),
+            ),
             None => {
                 let imaging::Decoded {
                     raster,
                     format,
                     source_png,
                 } = steps.time("decode", || {
-                    if plain.is_some() {
+                    if streamable.is_some() {
                         // Refused by the strict reader of plain PNGs: not tried again.
                         imaging::decode_ordinarily(&bytes, &limits)
                     } else {
@@ -204,21 +218,11 @@ async fn store(
                 })?;
                 tracing::debug!(format, "decoded the upload");
                 let info = steps.time("write", || segment.write(&raster))?;
-                let thumbnail = want_thumbnail
-                    .then(|| preview(imaging::thumbnail_png(&raster, THUMBNAIL_SIDE), info.seq))
-                    .flatten();
-                (info, thumbnail, source_png)
+                (info, None, Some(raster), source_png)
             }
         };
-        tracing::info!(
-            seq = info.seq,
-            "stored a {}x{} {} image",
-            info.width,
-            info.height,
-            info.format
-        );
         // A plain PNG's own image data is a PNG of exactly the stored pixels: shared as the
-        // image's PNG, no server needs to encode it.
+        // image's PNG at once (before the preview), so that no server starts encoding it.
         let png_shared = source_png.is_some_and(|source_png| {
             let started = Instant::now();
             let published = segment.publish_png_parts(info.seq, &source_png.parts(&bytes));
@@ -230,6 +234,21 @@ async fn store(
         });
         drop(bytes);
         drop(body_memory);
+        tracing::info!(
+            seq = info.seq,
+            "stored a {}x{} {} image",
+            info.width,
+            info.height,
+            info.format
+        );
+        let thumbnail = match (want_thumbnail, preview_rows, raster) {
+            (false, ..) => None,
+            (true, Some(rows), _) => preview(rows.finish(), info.seq),
+            (true, None, Some(raster)) => {
+                preview(imaging::thumbnail_png(&raster, THUMBNAIL_SIDE), info.seq)
+            }
+            (true, None, None) => None,
+        };
         Ok((info, thumbnail, steps, png_shared))
     })
     .await?;
@@ -245,7 +264,7 @@ async fn store(
 
 /// A plain PNG decoded row by row straight into the segment (no copy of the whole image in
 /// this process), with its preview made from the same rows if `want_thumbnail`: what the
-/// segment says and the preview, or `None` if the strict reader refused the file after all
+/// segment says and the preview's rows, or `None` if the strict reader refused the file after all
 /// (nothing was stored; read it as any other file). Timed as `decode`: the rows are written as
 /// they are decoded, so there is no `write` of its own.
 fn store_plain_png(
@@ -255,7 +274,7 @@ fn store_plain_png(
     limits: &DecodeLimits,
     want_thumbnail: bool,
     steps: &mut ServerTiming,
-) -> Result<Option<(ImageInfo, Option<String>)>, AppError> {
+) -> Result<Option<(ImageInfo, Option<imaging::Preview>)>, AppError> {
     /// Why the write of a plain PNG's rows stopped.
     enum Stopped {
         /// The strict reader refused the file: read it as any other.
@@ -286,10 +305,7 @@ fn store_plain_png(
     });
     steps.record_since("decode", started);
     match written {
-        Ok(info) => {
-            let thumbnail = preview_rows.and_then(|rows| preview(rows.finish(), info.seq));
-            Ok(Some((info, thumbnail)))
-        }
+        Ok(info) => Ok(Some((info, preview_rows))),
         Err(Stopped::Refused) => Ok(None),
         Err(Stopped::Failed(error)) => Err(error),
     }
