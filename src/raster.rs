@@ -88,6 +88,23 @@ impl PixelFormat {
     }
 }
 
+/// The `image` crate's name for the same layout (its encoders take it; 16-bit samples in the
+/// machine's byte order, as rasters keep them).
+impl From<PixelFormat> for image::ExtendedColorType {
+    fn from(format: PixelFormat) -> Self {
+        match format {
+            PixelFormat::L8 => image::ExtendedColorType::L8,
+            PixelFormat::La8 => image::ExtendedColorType::La8,
+            PixelFormat::Rgb8 => image::ExtendedColorType::Rgb8,
+            PixelFormat::Rgba8 => image::ExtendedColorType::Rgba8,
+            PixelFormat::L16 => image::ExtendedColorType::L16,
+            PixelFormat::La16 => image::ExtendedColorType::La16,
+            PixelFormat::Rgb16 => image::ExtendedColorType::Rgb16,
+            PixelFormat::Rgba16 => image::ExtendedColorType::Rgba16,
+        }
+    }
+}
+
 impl fmt::Display for PixelFormat {
     /// "RGB 8-bit", "Gray+Alpha 16-bit", ...
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -36,16 +36,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         pixels.iter().copied().cycle().take(len).collect()
     };
-    let color = match format {
-        PixelFormat::L8 => image::ExtendedColorType::L8,
-        PixelFormat::La8 => image::ExtendedColorType::La8,
-        PixelFormat::Rgb8 => image::ExtendedColorType::Rgb8,
-        PixelFormat::Rgba8 => image::ExtendedColorType::Rgba8,
-        PixelFormat::L16 => image::ExtendedColorType::L16,
-        PixelFormat::La16 => image::ExtendedColorType::La16,
-        PixelFormat::Rgb16 => image::ExtendedColorType::Rgb16,
-        PixelFormat::Rgba16 => image::ExtendedColorType::Rgba16,
-    };
+    let color = image::ExtendedColorType::from(format);
     let compression = [
         CompressionType::Fast,
         CompressionType::Default,

@@ -39,16 +39,7 @@ pub fn pool(uploader: u64, uploaders: u64) -> Vec<Tagged> {
 /// `raster` as a PNG with fast compression and no filter: the client must not be the
 /// bottleneck.
 pub fn fast_png(raster: &Raster) -> Vec<u8> {
-    let color = match raster.format() {
-        PixelFormat::L8 => ExtendedColorType::L8,
-        PixelFormat::La8 => ExtendedColorType::La8,
-        PixelFormat::Rgb8 => ExtendedColorType::Rgb8,
-        PixelFormat::Rgba8 => ExtendedColorType::Rgba8,
-        PixelFormat::L16 => ExtendedColorType::L16,
-        PixelFormat::La16 => ExtendedColorType::La16,
-        PixelFormat::Rgb16 => ExtendedColorType::Rgb16,
-        PixelFormat::Rgba16 => ExtendedColorType::Rgba16,
-    };
+    let color = ExtendedColorType::from(raster.format());
     let mut png = Vec::new();
     PngEncoder::new_with_quality(&mut png, CompressionType::Fast, FilterType::NoFilter)
         .write_image(raster.pixels(), raster.width(), raster.height(), color)

@@ -381,16 +381,7 @@ fn rows_are_filtered_exactly_like_the_png_crate_adaptive_fast_encoder() {
         let pixels = pixels_for(width, height, format, Content::Photo, &mut prng);
         let ours = assert_round_trip(&pixels, width, height, format, bands(1));
         let unstitched = assert_round_trip(&pixels, width, height, format, UNSTITCHED);
-        let color = match format {
-            PixelFormat::L8 => image::ExtendedColorType::L8,
-            PixelFormat::La8 => image::ExtendedColorType::La8,
-            PixelFormat::Rgb8 => image::ExtendedColorType::Rgb8,
-            PixelFormat::Rgba8 => image::ExtendedColorType::Rgba8,
-            PixelFormat::L16 => image::ExtendedColorType::L16,
-            PixelFormat::La16 => image::ExtendedColorType::La16,
-            PixelFormat::Rgb16 => image::ExtendedColorType::Rgb16,
-            PixelFormat::Rgba16 => image::ExtendedColorType::Rgba16,
-        };
+        let color = image::ExtendedColorType::from(format);
         let mut reference = Vec::new();
         PngEncoder::new_with_quality(&mut reference, CompressionType::Fast, ImageFilter::Adaptive)
             .write_image(&pixels, width, height, color)
