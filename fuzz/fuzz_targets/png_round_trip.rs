@@ -1,12 +1,14 @@
-//! Arbitrary pixels through shmimage's PNG writer, cut into small bands, segments and chunks:
-//! the file must decode (with the `image` crate) to exactly the same pixels, and it must pass
+//! Arbitrary pixels through shmimage's PNG writer, cut into small bands, segments and chunks,
+//! from memory and encoded from a source that copies each band (as the server reads the
+//! segment): the file must decode (with the `image` crate) to exactly the same pixels, and
+//! both ways must give the same bytes; and it must pass
 //! the checks a server applies before serving a PNG from the segment's PNG area (so a PNG one
 //! server publishes is never refused by another).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shmimage::imaging::fuzzing::encode_png_in_pieces;
+use shmimage::imaging::fuzzing::{encode_png_copied_in_pieces, encode_png_in_pieces};
 use shmimage::raster::{PixelFormat, Raster};
 use shmimage::segment::fuzzing::{PngFields, PngTag, is_png_of};
 
@@ -31,6 +33,16 @@ fuzz_target!(|data: &[u8]| {
         usize::from(*chunk) * 64 + 1,
     )
     .expect("any raster encodes");
+    // Encoded from a source that copies each band, as the server reads the segment: the same
+    // bytes.
+    let copied = encode_png_copied_in_pieces(
+        &raster,
+        usize::from(*bands % 5),
+        usize::from(*segment) * 16 + 1,
+        usize::from(*chunk) * 64 + 1,
+    )
+    .expect("any raster encodes");
+    assert!(copied == png, "an encode from copied bands gives the same bytes");
 
     // The PNG area takes it: its record validates, the bytes pass the PNG check, and the same
     // bytes cut short or with anything after them do not.

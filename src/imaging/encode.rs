@@ -14,7 +14,7 @@
 //! in less time. `Adaptive` is never far from the best and never much worse.
 
 use super::EncodeError;
-use super::png_writer::write_png;
+use super::png_writer::{RowSource, write_png, write_png_from};
 use crate::raster::{PixelFormat, Raster};
 
 /// A PNG of exactly `raster`'s pixels, in its own pixel format, encoded fast.
@@ -30,6 +30,18 @@ pub fn encode_png(raster: &Raster) -> Result<Vec<u8>, EncodeError> {
         raster.height(),
         raster.format(),
     )
+}
+
+/// The PNG [`encode_png`] makes of a `width` x `height` image of `format`, its rows read from
+/// `source` band by band by the threads that encode them (the segment's slot, say): the image
+/// is never copied whole. Stops at the first error of the source.
+pub fn encode_png_from(
+    source: &dyn RowSource,
+    width: u32,
+    height: u32,
+    format: PixelFormat,
+) -> Result<Vec<u8>, EncodeError> {
+    write_png_from(source, width, height, format)
 }
 
 /// A small 8-bit PNG preview whose longer side is at most `max_side` pixels.

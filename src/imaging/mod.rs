@@ -27,11 +27,15 @@ use crate::raster::Raster;
 pub use self::decode::{
     PlainPng, SourcePng, decode, decode_ordinarily, decode_plain_png_rows, plain_png,
 };
-pub use self::encode::{Preview, encode_png, thumbnail_png};
+pub use self::encode::{Preview, encode_png, encode_png_from, thumbnail_png};
+pub use self::png_writer::RowSource;
 pub use self::resize::{ResizeError, resize_to_width, scaled_height};
 pub use self::sniff::{SNIFF_LEN, Sniffed, decode_footprint, sniff};
 
 /// Fuzzing entry points: the PNG writer with its pieces made small, for the fuzz target.
+///
+/// [`encode_png_copied_in_pieces`](fuzzing::encode_png_copied_in_pieces) encodes the same
+/// image from a source that copies each band, as the server's reader of the segment does.
 #[doc(hidden)]
 pub mod fuzzing {
     use super::EncodeError;
@@ -46,6 +50,25 @@ pub mod fuzzing {
         max_chunk_len: usize,
     ) -> Result<Vec<u8>, EncodeError> {
         super::png_writer::write_png_in_pieces(
+            raster.pixels(),
+            raster.width(),
+            raster.height(),
+            raster.format(),
+            bands,
+            segment_len,
+            max_chunk_len,
+        )
+    }
+
+    /// [`encode_png_in_pieces`], from a source that copies every band's rows into a buffer of
+    /// its own: must give the same bytes.
+    pub fn encode_png_copied_in_pieces(
+        raster: &Raster,
+        bands: usize,
+        segment_len: usize,
+        max_chunk_len: usize,
+    ) -> Result<Vec<u8>, EncodeError> {
+        super::png_writer::write_png_copied_in_pieces(
             raster.pixels(),
             raster.width(),
             raster.height(),
@@ -152,6 +175,13 @@ pub enum DecodeError {
 #[derive(Debug, thiserror::Error)]
 #[error("PNG encoding failed: {0}")]
 pub struct EncodeError(String);
+
+impl EncodeError {
+    /// An encode that failed for `reason`.
+    pub fn new(reason: impl Into<String>) -> EncodeError {
+        EncodeError(reason.into())
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -40,6 +40,17 @@
 //! 4. After the last band comes an empty final block with fixed codes (`03 00`) and the
 //!    Adler-32 of all the data, combined from the segments' checksums and lengths.
 //!
+//! # Bands, rows and memory
+//!
+//! A large image is cut into more bands than there are cores (about [`BAND_LEN`] bytes of
+//! pixels each); workers, one per core, take the bands in order, and the calling thread joins
+//! each band's bytes to the file as soon as it and every band above it are done. The rows come
+//! from a [`RowSource`]: a slice in memory, or a copy of each band (and the row above it) made
+//! by the worker that encodes it, just before it compresses it ([`write_png_from`]). So the
+//! image never has to be copied whole, and each band is read from a buffer small enough to stay
+//! in the worker's cache. A source that fails (the image changed under it, say) stops the
+//! encode, and the caller gets the error.
+//!
 //! Step 3 depends on `fdeflate`'s fixed code table, so it is checked once per process by
 //! stitching and inflating a few test streams ([`stitching_works`]); if that ever fails, every
 //! image is written as one `fdeflate` stream on one thread (or stored whole if that is
@@ -49,6 +60,7 @@
 use std::io::{self, Write};
 use std::ops::Range;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::EncodeError;
 use super::png_filter::{FilterType, RowFilters};
@@ -75,6 +87,40 @@ const MAX_STORED_BLOCK: usize = u16::MAX as usize;
 const SEGMENT_LEN: usize = 1 << 20;
 /// The most segments stored without trying compression after repeated incompressible ones.
 const MAX_SEGMENTS_SKIPPED: u32 = 16;
+/// About how many bytes of pixels one band of a large image holds: small enough that a
+/// worker's copy of its band stays in its cache and that the workers finish together, large
+/// enough that each costs nothing measurable (a block header, a sync flush and a hand-over).
+pub(super) const BAND_LEN: usize = 1 << 20;
+
+/// Where the encoder gets an image's rows from.
+pub trait RowSource: Sync {
+    /// The rows `rows` of the image, tightly packed: borrowed from the source, or copied into
+    /// `buffer` (which the caller keeps for the next band of the same worker). An error stops
+    /// the encode.
+    fn rows<'b>(
+        &'b self,
+        rows: Range<usize>,
+        buffer: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], EncodeError>;
+}
+
+/// The pixels of an image in memory.
+struct InMemory<'a> {
+    pixels: &'a [u8],
+    row_len: usize,
+}
+
+impl RowSource for InMemory<'_> {
+    fn rows<'b>(
+        &'b self,
+        rows: Range<usize>,
+        _buffer: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], EncodeError> {
+        self.pixels
+            .get(rows.start * self.row_len..rows.end * self.row_len)
+            .ok_or_else(|| EncodeError(format!("rows {rows:?} are not in the image")))
+    }
+}
 
 /// Writes `pixels` (`height` tightly packed rows of `width` pixels of `format`, 16-bit samples
 /// in native byte order) as a PNG, on as many threads as the machine offers for large images.
@@ -84,19 +130,42 @@ pub(super) fn write_png(
     height: u32,
     format: PixelFormat,
 ) -> Result<Vec<u8>, EncodeError> {
+    let layout = production_layout(pixels.len());
+    write_png_with(pixels, width, height, format, layout)
+}
+
+/// Writes the PNG of a `width` x `height` image of `format` whose rows come from `source`
+/// (see the module docs), with the layout [`write_png`] uses. Stops at the first error of
+/// the source.
+pub fn write_png_from(
+    source: &dyn RowSource,
+    width: u32,
+    height: u32,
+    format: PixelFormat,
+) -> Result<Vec<u8>, EncodeError> {
+    let len = format
+        .byte_len(width, height)
+        .and_then(|len| usize::try_from(len).ok())
+        .unwrap_or(usize::MAX);
+    write_rows_with(source, width, height, format, production_layout(len))
+}
+
+/// The layout for `len` bytes of pixels: one band for small images, else bands of about
+/// [`BAND_LEN`] bytes, at least one per core; one stream if stitching does not work here.
+fn production_layout(len: usize) -> Layout {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let bands = if !stitching_works() {
         None
-    } else if pixels.len() < PARALLEL_MIN_BYTES {
+    } else if len < PARALLEL_MIN_BYTES {
         Some(1)
     } else {
-        Some(std::thread::available_parallelism().map_or(1, usize::from))
+        Some(len.div_ceil(BAND_LEN).max(cores))
     };
-    let layout = Layout {
+    Layout {
         bands,
         segment_len: SEGMENT_LEN,
         max_chunk_len: MAX_CHUNK_LEN,
-    };
-    write_png_with(pixels, width, height, format, layout)
+    }
 }
 
 /// [`write_png`] cut into `bands` bands (0: one unstitched stream), deflate segments of
@@ -119,6 +188,48 @@ pub(super) fn write_png_in_pieces(
     write_png_with(pixels, width, height, format, layout)
 }
 
+/// [`write_png_in_pieces`], with every band's rows copied by its worker into a buffer of its
+/// own at an offset that is not a whole word, as the segment's reader copies them, and the
+/// pieces joined.
+pub(super) fn write_png_copied_in_pieces(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    format: PixelFormat,
+    bands: usize,
+    segment_len: usize,
+    max_chunk_len: usize,
+) -> Result<Vec<u8>, EncodeError> {
+    /// Copies the rows asked for to byte 3 of the buffer.
+    struct Copied<'a> {
+        pixels: &'a [u8],
+        row_len: usize,
+    }
+    impl RowSource for Copied<'_> {
+        fn rows<'b>(
+            &'b self,
+            rows: Range<usize>,
+            buffer: &'b mut Vec<u8>,
+        ) -> Result<&'b [u8], EncodeError> {
+            let rows = self
+                .pixels
+                .get(rows.start * self.row_len..rows.end * self.row_len)
+                .ok_or_else(|| EncodeError(format!("rows {rows:?} are not in the image")))?;
+            buffer.clear();
+            buffer.extend_from_slice(&[0xA5; 3]);
+            buffer.extend_from_slice(rows);
+            Ok(&buffer[3..])
+        }
+    }
+    let row_len = format.bytes_per_pixel() as usize * width as usize;
+    let layout = Layout {
+        bands: (bands > 0).then_some(bands),
+        segment_len,
+        max_chunk_len,
+    };
+    write_rows_with(&Copied { pixels, row_len }, width, height, format, layout)
+}
+
 /// How an image's data is cut up; production uses the constants above, tests small pieces.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
@@ -138,12 +249,58 @@ fn write_png_with(
     format: PixelFormat,
     layout: Layout,
 ) -> Result<Vec<u8>, EncodeError> {
-    if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+    let geometry = Geometry::new(width, height, format)?;
+    if geometry.row_len.checked_mul(geometry.height) != Some(pixels.len()) {
         return Err(EncodeError(format!(
-            "a PNG must be 1 to {MAX_SIDE} pixels on each side, not {width}x{height}"
+            "{width}x{height} {format} pixels do not take {} bytes",
+            pixels.len()
         )));
     }
-    let image = Image::new(pixels, width, height, format)?;
+    let source = InMemory {
+        pixels,
+        row_len: geometry.row_len,
+    };
+    write_rows_with(&source, width, height, format, layout)
+}
+
+/// The PNG of the image whose rows come from `source`, with the given layout: the pieces
+/// [`write_pieces_with`] hands on, joined.
+fn write_rows_with(
+    source: &dyn RowSource,
+    width: u32,
+    height: u32,
+    format: PixelFormat,
+    layout: Layout,
+) -> Result<Vec<u8>, EncodeError> {
+    let geometry = Geometry::new(width, height, format)?;
+    // Room for the worst case (stored blocks), so that appending never moves the file; the
+    // capacity it does not use costs no memory, as it is never touched.
+    let mut png = Vec::new();
+    png.try_reserve_exact(stored_len(geometry.height * (geometry.row_len + 1)) + 4096)
+        .map_err(|_| EncodeError("no memory for the PNG".to_owned()))?;
+    write_pieces_with(source, width, height, format, layout, &mut |piece| {
+        png.extend_from_slice(&piece);
+    })?;
+    // Give back the room the file did not use: the PNG may be kept for a long time, and the
+    // room may be memory freed by earlier work that would stay resident with it. Shrinking
+    // happens in place (or by remapping), without a copy.
+    png.shrink_to_fit();
+    Ok(png)
+}
+
+/// Encodes the image whose rows come from `source` with the given layout, handing its bytes
+/// to `emit` in order: the signature and `IHDR`, each band as soon as it and every band above
+/// it are done, then the closing `IDAT` and `IEND`. At the first error nothing more is
+/// emitted, and what was is not a complete PNG.
+fn write_pieces_with(
+    source: &dyn RowSource,
+    width: u32,
+    height: u32,
+    format: PixelFormat,
+    layout: Layout,
+    emit: &mut dyn FnMut(Vec<u8>),
+) -> Result<(), EncodeError> {
+    let geometry = Geometry::new(width, height, format)?;
     let layout = Layout {
         max_chunk_len: layout.max_chunk_len.clamp(1, MAX_CHUNK_LEN),
         ..layout
@@ -154,61 +311,135 @@ fn write_png_with(
     write_chunk(&mut head, b"IHDR", &header_fields(width, height, format));
 
     let Some(bands) = layout.bands else {
-        let all_rows = 0..image.height;
-        let mut png = encode_band(&image, all_rows, BandRole::Whole, &head, layout)?;
+        let all_rows = 0..geometry.height;
+        let mut buffer = Vec::new();
+        let mut png = encode_band_from(
+            source,
+            &geometry,
+            all_rows,
+            BandRole::Whole,
+            &head,
+            layout,
+            &mut buffer,
+        )?;
         write_chunk(&mut png.bytes, b"IEND", &[]);
-        return Ok(png.bytes);
+        emit(png.bytes);
+        return Ok(());
     };
-    let bands = bands.clamp(1, image.height);
+    emit(head);
+    let bands = bands.clamp(1, geometry.height);
     // Row boundaries computed in u64, so that band * height cannot overflow a 32-bit usize.
-    let boundary = |band: usize| (band as u64 * image.height as u64 / bands as u64) as usize;
+    let boundary = |band: usize| (band as u64 * geometry.height as u64 / bands as u64) as usize;
     let rows = |band: usize| boundary(band)..boundary(band + 1);
-    let (first, rest) = std::thread::scope(|scope| {
-        let workers: Vec<_> = (1..bands)
-            .map(|band| {
-                let image = &image;
-                let worker = std::thread::Builder::new()
-                    .name("png-band".to_owned())
-                    .spawn_scoped(scope, move || {
-                        encode_band(image, rows(band), BandRole::Continuing, &[], layout)
-                    });
-                (band, worker.ok())
+    let role = |band: usize| {
+        if band == 0 {
+            BandRole::Opening
+        } else {
+            BandRole::Continuing
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = if bands == 1 { 0 } else { cores.min(bands) };
+    let next_band = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let adler = std::thread::scope(|scope| -> Result<u32, EncodeError> {
+        let (done, finished) = std::sync::mpsc::channel();
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let (done, next_band, stop, geometry) = (done.clone(), &next_band, &stop, &geometry);
+            let worker = std::thread::Builder::new()
+                .name("png-band".to_owned())
+                .spawn_scoped(scope, move || {
+                    let mut buffer = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let band = next_band.fetch_add(1, Ordering::Relaxed);
+                        if band >= bands {
+                            break;
+                        }
+                        let encoded = encode_band_from(
+                            source,
+                            geometry,
+                            rows(band),
+                            role(band),
+                            &[],
+                            layout,
+                            &mut buffer,
+                        );
+                        let failed = encoded.is_err();
+                        if done.send((band, encoded)).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+            // A worker that cannot be started leaves its bands to the others, or to this
+            // thread below.
+            if let Ok(worker) = worker {
+                handles.push(worker);
+            }
+        }
+        drop(done);
+        let mut pending: Vec<Option<EncodedBand>> = (0..bands).map(|_| None).collect();
+        let mut emitted = 0;
+        let mut adler = 1; // the Adler-32 of nothing
+        let mut emit_ready = |pending: &mut Vec<Option<EncodedBand>>, emitted: &mut usize| {
+            while let Some(band) = pending.get_mut(*emitted).and_then(Option::take) {
+                adler = adler32_combine(adler, band.adler, band.data_len);
+                emit(band.bytes);
+                *emitted += 1;
+            }
+        };
+        let outcome = if handles.is_empty() {
+            // No worker: every band on this thread, in order.
+            let mut buffer = Vec::new();
+            (0..bands).try_for_each(|band| {
+                let encoded = encode_band_from(
+                    source,
+                    &geometry,
+                    rows(band),
+                    role(band),
+                    &[],
+                    layout,
+                    &mut buffer,
+                )?;
+                pending[band] = Some(encoded);
+                emit_ready(&mut pending, &mut emitted);
+                Ok(())
             })
-            .collect();
-        let first = encode_band(&image, rows(0), BandRole::Opening, &head, layout);
-        let rest: Vec<_> = workers
-            .into_iter()
-            .map(|(band, worker)| match worker {
-                Some(worker) => worker
-                    .join()
-                    .unwrap_or_else(|_| Err(EncodeError("a PNG band encoder panicked".to_owned()))),
-                // No thread could be started for this band: encode it here.
-                None => encode_band(&image, rows(band), BandRole::Continuing, &[], layout),
-            })
-            .collect();
-        (first, rest)
-    });
-
-    let mut png = first?;
-    let rest = rest.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let mut adler = png.adler;
-    png.bytes
-        .reserve(rest.iter().map(|band| band.bytes.len()).sum::<usize>() + 40);
-    for band in &rest {
-        png.bytes.extend_from_slice(&band.bytes);
-        adler = adler32_combine(adler, band.adler, band.data_len);
-    }
+        } else {
+            loop {
+                if emitted == bands {
+                    break Ok(());
+                }
+                match finished.recv() {
+                    Ok((band, Ok(encoded))) => {
+                        pending[band] = Some(encoded);
+                        emit_ready(&mut pending, &mut emitted);
+                    }
+                    Ok((_, Err(error))) => break Err(error),
+                    // Every worker is gone with bands missing: one of them panicked.
+                    Err(_) => break Err(EncodeError("a PNG band encoder panicked".to_owned())),
+                }
+            }
+        };
+        stop.store(true, Ordering::Relaxed);
+        // Joined here, so that a panicked worker is an error above, not a panic of the scope.
+        for worker in handles {
+            let _ = worker.join();
+        }
+        outcome.map(|()| adler)
+    })?;
+    let mut tail = Vec::with_capacity(32);
     let mut end = [0; 6];
     end[..2].copy_from_slice(&EMPTY_FINAL_BLOCK);
     end[2..].copy_from_slice(&adler.to_be_bytes());
-    write_chunk(&mut png.bytes, b"IDAT", &end);
-    write_chunk(&mut png.bytes, b"IEND", &[]);
-    Ok(png.bytes)
+    write_chunk(&mut tail, b"IDAT", &end);
+    write_chunk(&mut tail, b"IEND", &[]);
+    emit(tail);
+    Ok(())
 }
 
-/// The pixels being written and how their rows are laid out.
-struct Image<'a> {
-    pixels: &'a [u8],
+/// An image's size and row layout, checked: what every band shares.
+struct Geometry {
     height: usize,
     /// Bytes of pixels in one row (without the filter-type byte).
     row_len: usize,
@@ -216,35 +447,79 @@ struct Image<'a> {
     sixteen_bit: bool,
 }
 
-impl<'a> Image<'a> {
-    fn new(
-        pixels: &'a [u8],
-        width: u32,
-        height: u32,
-        format: PixelFormat,
-    ) -> Result<Image<'a>, EncodeError> {
+impl Geometry {
+    fn new(width: u32, height: u32, format: PixelFormat) -> Result<Geometry, EncodeError> {
+        if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+            return Err(EncodeError(format!(
+                "a PNG must be 1 to {MAX_SIDE} pixels on each side, not {width}x{height}"
+            )));
+        }
         let bytes_per_pixel = format.bytes_per_pixel() as usize;
         let (width, height) = (width as usize, height as usize);
         let row_len = width
             .checked_mul(bytes_per_pixel)
-            .filter(|row_len| row_len.checked_mul(height) == Some(pixels.len()))
+            .filter(|row_len| row_len.checked_mul(height).is_some())
             .ok_or_else(|| {
                 EncodeError(format!(
-                    "{width}x{height} {format} pixels do not take {} bytes",
-                    pixels.len()
+                    "{width}x{height} {format} pixels do not fit in memory"
                 ))
             })?;
-        Ok(Image {
-            pixels,
+        Ok(Geometry {
             height,
             row_len,
             bytes_per_pixel,
             sixteen_bit: format.bit_depth() == 16,
         })
     }
+}
 
-    /// Row `y` as stored in the raster.
+/// Encodes `rows` as [`encode_band`] does, reading them (and the row above, which filtering
+/// needs) from `source`, into `buffer` if they must be copied.
+fn encode_band_from(
+    source: &dyn RowSource,
+    geometry: &Geometry,
+    rows: Range<usize>,
+    role: BandRole,
+    prefix: &[u8],
+    layout: Layout,
+    buffer: &mut Vec<u8>,
+) -> Result<EncodedBand, EncodeError> {
+    let first_row = rows.start.saturating_sub(1);
+    let pixels = source.rows(first_row..rows.end, buffer)?;
+    if pixels.len() != (rows.end - first_row) * geometry.row_len {
+        return Err(EncodeError(format!(
+            "the source gave {} bytes for rows {first_row}..{}",
+            pixels.len(),
+            rows.end
+        )));
+    }
+    let image = Image {
+        pixels,
+        first_row,
+        row_len: geometry.row_len,
+        bytes_per_pixel: geometry.bytes_per_pixel,
+        sixteen_bit: geometry.sixteen_bit,
+    };
+    encode_band(&image, rows, role, prefix, layout)
+}
+
+/// The pixels being written and how their rows are laid out.
+/// The rows of one band being written (and the row above it), and how rows are laid out.
+struct Image<'a> {
+    /// Rows `first_row..`, tightly packed.
+    pixels: &'a [u8],
+    /// The first row `pixels` holds.
+    first_row: usize,
+    /// Bytes of pixels in one row (without the filter-type byte).
+    row_len: usize,
+    bytes_per_pixel: usize,
+    sixteen_bit: bool,
+}
+
+impl<'a> Image<'a> {
+    /// Row `y` as stored in the raster (`y` at least `first_row`).
     fn row(&self, y: usize) -> &'a [u8] {
+        let y = y - self.first_row;
         &self.pixels[y * self.row_len..(y + 1) * self.row_len]
     }
 
@@ -318,12 +593,7 @@ fn encode_band(
     layout: Layout,
 ) -> Result<EncodedBand, EncodeError> {
     let data_len = image.data_len(&rows);
-    // The opening band's bytes become the file: room for every band, so that appending the
-    // others never moves it (untouched capacity costs no memory until written).
-    let capacity = match role {
-        BandRole::Opening => stored_len(image.data_len(&(0..image.height))) + 4096,
-        _ => stored_len(data_len) + 64,
-    };
+    let capacity = stored_len(data_len) + 64;
     let mut bytes = Vec::with_capacity(prefix.len() + capacity);
     bytes.extend_from_slice(prefix);
     let chunk_start = bytes.len();

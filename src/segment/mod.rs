@@ -208,6 +208,7 @@ mod layout;
 mod lock;
 mod name;
 mod os;
+mod pinned;
 mod png_area;
 #[cfg(test)]
 mod protocol_doc;
@@ -216,6 +217,7 @@ mod sigbus;
 pub use error::{Corruption, SegmentError};
 pub use layout::{CONTROL_LEN, DATA_OFFSET};
 pub use name::{NameError, SegmentName};
+pub use pinned::PinnedImage;
 pub use png_area::{ClaimedPng, PngClaim, PngLookup, SharedPng};
 
 /// Fuzzing entry points: the checks applied to segment bytes, exposed for the fuzz target.

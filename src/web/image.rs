@@ -28,8 +28,11 @@ use super::error::Reply;
 use super::timing::ServerTiming;
 use super::upload::PngShared;
 use super::{AppError, AppState, blocking};
-use crate::imaging;
-use crate::segment::{ImageId, PngClaim, PngLookup, Segment, SharedPng, StoredImage};
+use crate::imaging::{self, EncodeError, RowSource};
+use crate::segment::{
+    ClaimedPng, ImageId, PinnedImage, PngClaim, PngLookup, Segment, SegmentError, SharedPng,
+    StoredImage,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
@@ -37,6 +40,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -49,6 +54,11 @@ pub const SHARED_ENCODE_WAIT: Duration = Duration::from_secs(3);
 /// The largest pixel buffer kept between two reads (128 MiB: a 4K RGBA 16-bit image fits);
 /// larger ones are given back to the system after their encode.
 pub(super) const KEPT_PIXELS_MAX: usize = 128 * 1024 * 1024;
+
+/// What the bands being encoded take besides the PNG: each encoder thread's copy of its band
+/// and the bands finished before the ones above them (about a megabyte each, see
+/// `imaging::RowSource`), with room to spare.
+const BANDS_IN_FLIGHT_BYTES: u64 = 16 << 20;
 
 /// A PNG of the segment's image, with the image it is of.
 #[derive(Debug, Clone)]
@@ -97,6 +107,19 @@ impl PngCache {
         budget: &Arc<MemoryBudget>,
         image: ImageId,
     ) -> Result<(EncodedPng, Served), AppError> {
+        self.fetch(segment, budget, image, Sharing::AfterReturning)
+            .await
+    }
+
+    /// [`PngCache::current`], a PNG encoded here being shared with the other servers as
+    /// `sharing` says.
+    async fn fetch(
+        self: &Arc<Self>,
+        segment: &Arc<Segment>,
+        budget: &Arc<MemoryBudget>,
+        image: ImageId,
+        sharing: Sharing,
+    ) -> Result<(EncodedPng, Served), AppError> {
         let entry = {
             let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
             match latest.as_ref() {
@@ -128,7 +151,7 @@ impl PngCache {
             .get_or_try_init(|| {
                 encoded_here = true;
                 let cache = Arc::clone(self);
-                blocking(move || cache.encode_stored(&segment, &budget))
+                blocking(move || cache.encode_stored(&segment, &budget, sharing))
             })
             .await?
             .clone();
@@ -148,21 +171,17 @@ impl PngCache {
     /// PNG is reserved from `budget` first. Blocks.
     fn encode_stored(
         &self,
-        segment: &Segment,
+        segment: &Arc<Segment>,
         budget: &Arc<MemoryBudget>,
+        sharing: Sharing,
     ) -> Result<EncodedPng, AppError> {
         let mut timing = ServerTiming::new();
-        let kept = self
-            .pixels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .capacity();
-        // The pixels (beyond what the kept buffer holds) and a PNG of at most about their size;
-        // a shared PNG is smaller than that.
+        // A PNG of at most about the pixels' size, and the bands being encoded (a shared PNG is
+        // smaller than that). An encode that has to copy the whole image reserves it then.
         let len = segment.state()?.image.map_or(0, |image| {
             usize::try_from(image.byte_len).unwrap_or(usize::MAX)
         });
-        let needed = len.saturating_sub(kept) as u64 + len as u64 + (1 << 20);
+        let needed = len as u64 + BANDS_IN_FLIGHT_BYTES;
         let _memory = timing.time_if_long("memory", || {
             budget.reserve(needed, "encoding the image as PNG", budget::WAIT)
         })?;
@@ -213,27 +232,39 @@ impl PngCache {
                 }
             }
         }
-        let encoded = self.encode_here(segment, len, timing);
+        let encoded = self.encode_here(segment, budget, len, timing);
         if seq.is_some()
             && let Ok(png) = &encoded
-            && let Err(error) = segment.publish_png(png.image.seq, &png.png)
         {
-            tracing::warn!(%error, "cannot share the PNG with the other servers");
+            share_png(segment, png, claim, sharing);
         }
-        drop(claim);
         encoded
     }
 
-    /// Reads the segment's image (into the kept buffer) and encodes it. Blocks.
+    /// Encodes the segment's image: band by band straight from its slot, or, if a new image was
+    /// published while it was being read, from a whole copy (into the kept buffer), which a
+    /// stream of writers cannot starve (see [`Segment::read_into`]). Blocks.
     fn encode_here(
         &self,
         segment: &Segment,
+        budget: &Arc<MemoryBudget>,
         len: usize,
         mut timing: ServerTiming,
     ) -> Result<EncodedPng, AppError> {
         timing.describe("png", "local");
+        let started = Instant::now();
+        if let Some(encoded) = encode_from_slot(segment)? {
+            timing.describe("read", "slot");
+            timing.record_since("encode", started);
+            return Ok(encoded.with_timing(timing));
+        }
+        tracing::debug!("a new image was stored while this one was read; reading it whole");
         let buffer =
             std::mem::take(&mut *self.pixels.lock().unwrap_or_else(PoisonError::into_inner));
+        let needed = len.saturating_sub(buffer.capacity()) as u64;
+        let _pixels = timing.time_if_long("memory", || {
+            budget.reserve(needed, "reading the image", budget::WAIT)
+        })?;
         let stored = read_pixels(segment, buffer, len, &mut timing)?;
         let started = Instant::now();
         let png = imaging::encode_png(&stored.raster);
@@ -295,7 +326,12 @@ impl PngCache {
         *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let (cache, segment, budget) = (Arc::clone(self), Arc::clone(segment), Arc::clone(budget));
         tokio::spawn(async move {
-            if let Err(error) = cache.current(&segment, &budget, image).await {
+            // Shared before `fetch` returns, so that the claim given up below is given up after
+            // the PNG is in the area, never before.
+            let fetched = cache
+                .fetch(&segment, &budget, image, Sharing::BeforeReturning)
+                .await;
+            if let Err(error) = fetched {
                 tracing::info!(seq, %error, "encoding the new image in the background failed");
             }
             // The writer encodes each image once, for every server: its read buffer would only
@@ -329,6 +365,136 @@ pub(crate) fn read_pixels(
         .ok_or_else(|| AppError::NoImage {
             segment: segment.name().to_string(),
         })
+}
+
+/// The PNG of the segment's published image, each band of rows copied out of the slot by the
+/// encoder thread that compresses it, just before it does (see `segment::pinned`): no copy of
+/// the whole image, and every band read from memory small enough to stay in that thread's
+/// cache. `None` if a new image was published before the last band was read: the bands read
+/// may then not all be of one image, and the PNG is thrown away. Blocks.
+fn encode_from_slot(segment: &Segment) -> Result<Option<EncodedPng>, AppError> {
+    let pinned = segment.pin_image()?.ok_or_else(|| AppError::NoImage {
+        segment: segment.name().to_string(),
+    })?;
+    let info = pinned.info();
+    let source = SlotRows {
+        segment,
+        pinned: &pinned,
+        row_len: info.format.bytes_per_pixel() as usize * info.width as usize,
+        replaced: AtomicBool::new(false),
+        failure: Mutex::new(None),
+    };
+    let png = imaging::encode_png_from(&source, info.width, info.height, info.format);
+    if let Some(error) = source
+        .failure
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
+        return Err(error.into());
+    }
+    if source.replaced.into_inner() {
+        return Ok(None);
+    }
+    let png = png?;
+    tracing::debug!(
+        seq = info.seq,
+        bytes = png.len(),
+        "encoded the image as PNG from its slot"
+    );
+    Ok(Some(EncodedPng {
+        image: info.id(),
+        png: Bytes::from(png),
+        timing: ServerTiming::new(),
+    }))
+}
+
+/// The rows of a pinned image, each band copied out of its slot by the thread that encodes it;
+/// a band read after a new image was published stops the encode, and says so in `replaced`.
+struct SlotRows<'a> {
+    segment: &'a Segment,
+    pinned: &'a PinnedImage,
+    row_len: usize,
+    /// A new image was published before a band was read.
+    replaced: AtomicBool,
+    /// The segment's answer when a band could not be read (a truncated data object, say),
+    /// kept whole for the reply.
+    failure: Mutex<Option<SegmentError>>,
+}
+
+impl RowSource for SlotRows<'_> {
+    fn rows<'b>(
+        &'b self,
+        rows: Range<usize>,
+        buffer: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], EncodeError> {
+        let (offset, len) = (rows.start * self.row_len, rows.len() * self.row_len);
+        match self.segment.read_pinned(self.pinned, offset, len, buffer) {
+            Ok(Some(at)) => Ok(&buffer[at..at + len]),
+            Ok(None) => {
+                self.replaced.store(true, Ordering::Relaxed);
+                Err(EncodeError::new(
+                    "a new image was stored while this one was read",
+                ))
+            }
+            Err(error) => {
+                let reason = EncodeError::new(error.to_string());
+                *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+                Err(reason)
+            }
+        }
+    }
+}
+
+impl EncodedPng {
+    /// The same PNG, with `timing` as how it was made.
+    fn with_timing(self, timing: ServerTiming) -> EncodedPng {
+        EncodedPng { timing, ..self }
+    }
+}
+
+/// When a server shares a PNG it encoded with the other servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sharing {
+    /// Before the encode returns.
+    BeforeReturning,
+    /// After: on another blocking thread, while the reply is sent (if there is a runtime to
+    /// start one on). The copy into the area and the segment lock it takes are then no part
+    /// of the reply.
+    AfterReturning,
+}
+
+/// Publishes `png` in the segment's PNG area for the other servers, then gives up `claim`
+/// (the servers waiting for it then find the PNG), when `sharing` says.
+fn share_png(
+    segment: &Arc<Segment>,
+    png: &EncodedPng,
+    claim: Option<ClaimedPng>,
+    sharing: Sharing,
+) {
+    let publish = |segment: &Segment, seq, png: &[u8]| {
+        if let Err(error) = segment.publish_png(seq, png) {
+            tracing::warn!(%error, "cannot share the PNG with the other servers");
+        }
+    };
+    let runtime = tokio::runtime::Handle::try_current();
+    match (sharing, runtime) {
+        (Sharing::AfterReturning, Ok(runtime)) => {
+            // Kept past this function: the thread takes our own claim again, as a guard that
+            // gives it up once the PNG is published (or the publish panicked).
+            if let Some(claim) = claim {
+                claim.keep();
+            }
+            let (segment, seq, png) = (Arc::clone(segment), png.image.seq, png.png.clone());
+            drop(runtime.spawn_blocking(move || {
+                let _claim = segment.claim_png(seq);
+                publish(&segment, seq, &png);
+            }));
+        }
+        _ => {
+            publish(segment, png.image.seq, &png.png);
+            drop(claim);
+        }
+    }
 }
 
 /// A PNG copied out of the segment's PNG area, with the timing so far.
@@ -478,6 +644,103 @@ fn if_none_match(headers: &HeaderMap, incarnation: u64, seq: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raster::{PixelFormat, Raster};
+    use crate::segment::{SegmentConfig, SegmentName};
+
+    fn segment(tag: &str) -> Arc<Segment> {
+        let name = format!("u{}-{tag}", std::process::id() % 1_000_000);
+        Arc::new(
+            Segment::attach(SegmentConfig {
+                name: SegmentName::new(&name).unwrap(),
+                max_pixels: 1 << 24,
+                label: "test".to_owned(),
+            })
+            .unwrap(),
+        )
+    }
+
+    /// A photo-like RGB image whose rows are not a whole number of words (1001 pixels), large
+    /// enough to be cut into several bands; `seed` makes each one different.
+    fn photo(seed: usize) -> Raster {
+        let (width, height) = (1001, 1400);
+        let pixels = (0..width * height * 3)
+            .map(|i| ((i / 3 % width + i / 3 / width) / 9 + (i * seed) % 7) as u8)
+            .collect();
+        Raster::new(width as u32, height as u32, PixelFormat::Rgb8, pixels).unwrap()
+    }
+
+    #[test]
+    fn an_encode_from_the_slot_is_the_png_of_the_stored_pixels() {
+        let segment = segment("png");
+        let image = photo(3);
+        let info = segment.write(&image).unwrap();
+        let encoded = encode_from_slot(&segment)
+            .unwrap()
+            .expect("nothing was written since");
+        assert_eq!(encoded.image, info.id());
+        // The same bytes as the encode of the pixels in memory, band for band.
+        assert!(encoded.png == imaging::encode_png(&image).unwrap());
+        let decoded = image::load_from_memory(&encoded.png).unwrap().into_rgb8();
+        assert!(decoded.as_raw() == image.pixels());
+    }
+
+    /// Uploads land while the image is encoded: an encode whose bands may be of two images is
+    /// never served; the server encodes from a whole copy instead, and every PNG it makes is
+    /// exactly the image it says it is of.
+    #[test]
+    fn an_image_stored_during_the_encode_is_never_mixed_into_its_png() {
+        let segment = segment("race");
+        let images = [photo(1), photo(2)];
+        let pngs = images
+            .iter()
+            .map(|image| imaging::encode_png(image).unwrap())
+            .collect::<Vec<_>>();
+        // Odd sequence numbers hold the first image, even ones the second.
+        segment.write(&images[0]).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (segment, stop) = (Arc::clone(&segment), Arc::clone(&stop));
+            let images = images.clone();
+            std::thread::spawn(move || {
+                let mut pause = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let seq = segment.write(&images[0]).unwrap().seq;
+                    let next = &images[(seq % 2) as usize];
+                    segment.write(next).unwrap();
+                    // Now and then long enough for a whole encode from the slot.
+                    pause = (pause + 7) % 40;
+                    std::thread::sleep(Duration::from_millis(pause));
+                }
+            })
+        };
+        let cache = PngCache::default();
+        let budget = MemoryBudget::new(1 << 30);
+        let len = images[0].pixels().len();
+        let (mut from_slot, mut from_copy) = (0, 0);
+        for _ in 0..400 {
+            let encoded = cache
+                .encode_here(&segment, &budget, len, ServerTiming::new())
+                .unwrap();
+            let expected = &pngs[((encoded.image.seq + 1) % 2) as usize];
+            assert!(encoded.png == *expected, "image {}", encoded.image.seq);
+            let timing = encoded.timing.header_value();
+            if timing.contains("read;desc=slot") {
+                from_slot += 1;
+            } else {
+                assert!(timing.contains("read;dur="), "{timing}");
+                from_copy += 1;
+            }
+            if from_slot >= 3 && from_copy >= 3 {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(
+            from_slot >= 3 && from_copy >= 3,
+            "{from_slot} encodes from the slot, {from_copy} from a whole copy"
+        );
+    }
 
     fn with_if_none_match(value: &'static str) -> HeaderMap {
         let mut headers = HeaderMap::new();

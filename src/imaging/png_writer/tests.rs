@@ -466,3 +466,89 @@ fn segments_choose_compression_or_storage_each_on_their_own() {
     let tried_at: Vec<usize> = (0..40).filter(|&i| tries[i]).collect();
     assert_eq!(tried_at[..6], [0, 2, 5, 10, 19, 36]);
 }
+
+#[test]
+fn an_encode_from_copied_bands_gives_the_same_bytes() {
+    let mut prng = Prng(0x5EED_0011);
+    for _ in 0..60 {
+        let format = PixelFormat::ALL[prng.below(0..8)];
+        let width = prng.below(1..150) as u32;
+        let height = prng.below(1..90) as u32;
+        let pixels = pixels_for(width, height, format, Content::Photo, &mut prng);
+        let bands = prng.below(0..9);
+        let segment_len = prng.below(1..4000);
+        let chunk = prng.below(1..6000);
+        let whole =
+            write_png_in_pieces(&pixels, width, height, format, bands, segment_len, chunk).unwrap();
+        let copied =
+            write_png_copied_in_pieces(&pixels, width, height, format, bands, segment_len, chunk)
+                .unwrap();
+        assert!(copied == whole, "{width}x{height} {format}, {bands} bands");
+    }
+}
+
+/// Rows from memory, failing for any band that reaches row `fail_at`.
+struct FailingAt<'a> {
+    pixels: &'a [u8],
+    row_len: usize,
+    fail_at: usize,
+}
+
+impl RowSource for FailingAt<'_> {
+    fn rows<'b>(
+        &'b self,
+        rows: Range<usize>,
+        _buffer: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], EncodeError> {
+        if rows.end > self.fail_at {
+            return Err(EncodeError("the image changed".to_owned()));
+        }
+        Ok(&self.pixels[rows.start * self.row_len..rows.end * self.row_len])
+    }
+}
+
+#[test]
+fn pieces_come_in_order_and_a_failing_band_stops_the_encode_before_its_end() {
+    let mut prng = Prng(0x5EED_0012);
+    let (width, height) = (300, 200);
+    let pixels = pixels_for(width, height, PixelFormat::Rgb8, Content::Photo, &mut prng);
+    let whole = write_png_with(&pixels, width, height, PixelFormat::Rgb8, bands(10)).unwrap();
+    let mut pieces = Vec::new();
+    let source = FailingAt {
+        pixels: &pixels,
+        row_len: 900,
+        fail_at: usize::MAX,
+    };
+    write_pieces_with(
+        &source,
+        width,
+        height,
+        PixelFormat::Rgb8,
+        bands(10),
+        &mut |p| pieces.push(p),
+    )
+    .unwrap();
+    // Signature and IHDR, ten bands, the closing chunks.
+    assert_eq!(pieces.len(), 12);
+    assert_eq!(pieces[0].len(), 33);
+    assert!(pieces.concat() == whole);
+
+    let mut sent = Vec::new();
+    let source = FailingAt {
+        fail_at: 130,
+        ..source
+    };
+    let result = write_pieces_with(
+        &source,
+        width,
+        height,
+        PixelFormat::Rgb8,
+        bands(10),
+        &mut |p| sent.extend_from_slice(&p),
+    );
+    assert!(result.is_err());
+    // The bands before the failing one at most, never the closing chunks.
+    assert!(sent.len() >= 33 && sent.len() < whole.len());
+    assert!(whole.starts_with(&sent));
+    assert!(!sent.ends_with(b"IEND\xae\x42\x60\x82"));
+}
