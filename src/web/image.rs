@@ -16,12 +16,16 @@
 //!
 //! A `200` says in `Server-Timing` (see [`super::timing`]) how it was served:
 //! `png;desc=shared` with `read` (the copy out of the area), and `wait` if it waited for another
-//! server's encode; `png;desc=local` with `read` (the pixels) and `encode` when this server
-//! encoded the image; `cache;desc=hit` when the PNG was already in this server's cache,
-//! `cache;desc=wait` when it waited for another request's encode.
+//! server's encode; `png;desc=local` when this server encoded the image, with `read;desc=slot`
+//! and `encode` when the encoder read the pixels band by band from the slot (see
+//! [`encode_from_slot`]), or `read` (a whole copy, made when a new image was published during
+//! the first attempt) and `encode`; `cache;desc=hit` when the PNG was already in this
+//! server's cache, `cache;desc=wait` when it waited for another request's encode.
 //!
-//! An encode reserves the memory it needs (the pixels and the PNG) from the server's
-//! [`super::budget`] before it reads the image.
+//! An encode reserves the memory it needs (the PNG and the bands being encoded; the pixels too
+//! if it must copy them whole) from the server's [`super::budget`] before it reads the image.
+//! A PNG encoded for a request is published in the PNG area after the reply, on another
+//! blocking thread ([`Sharing`]).
 
 use super::budget::{self, MemoryBudget};
 use super::error::Reply;
