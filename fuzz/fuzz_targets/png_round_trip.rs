@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
         usize::from(*chunk) * 64 + 1,
     )
     .expect("any raster encodes");
-    assert!(copied == png, "an encode from copied bands gives the same bytes");
+    assert!(
+        copied == png,
+        "an encode from copied bands gives the same bytes"
+    );
 
     // The PNG area takes it: its record validates, the bytes pass the PNG check, and the same
     // bytes cut short or with anything after them do not.

@@ -730,7 +730,7 @@ mod tests {
         let cache = PngCache::default();
         let budget = MemoryBudget::new(1 << 30);
         let len = images[0].pixels().len();
-        let mut encode = |during_writes: bool| {
+        let encode = |during_writes: bool| {
             busy.store(during_writes, Ordering::Relaxed);
             let encoded = cache
                 .encode_here(&segment, &budget, len, ServerTiming::new())
