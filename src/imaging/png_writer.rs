@@ -276,7 +276,9 @@ fn write_rows_with(
     // Room for the worst case (stored blocks), so that appending never moves the file; the
     // capacity it does not use costs no memory, as it is never touched.
     let mut png = Vec::new();
-    png.try_reserve_exact(stored_len(geometry.height * (geometry.row_len + 1)) + 4096)
+    // Each band adds a sync flush and its chunks' framing, far less than 64 bytes.
+    let bands = layout.bands.unwrap_or(1).clamp(1, geometry.height);
+    png.try_reserve_exact(stored_len(geometry.height * (geometry.row_len + 1)) + 4096 + bands * 64)
         .map_err(|_| EncodeError("no memory for the PNG".to_owned()))?;
     write_pieces_with(source, width, height, format, layout, &mut |piece| {
         png.extend_from_slice(&piece);

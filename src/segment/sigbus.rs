@@ -119,6 +119,10 @@ extern "C" fn on_sigbus(
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
         let from = address & !(page - 1);
         let end = start + len;
+        // Marked before the zero pages go in: a thread that reads them (a copy of another band
+        // of the same mapping, say) then finds the mapping poisoned when it checks after its
+        // copy, and never takes zeros for pixels.
+        range.poisoned.store(true, Ordering::Release);
         // SAFETY: [from, end) lies inside a mapping this process made and still has (the range
         // is registered until just before it is unmapped); replacing it with private zero pages
         // keeps every address valid, and only this guarded memory is affected.
@@ -133,7 +137,6 @@ extern "C" fn on_sigbus(
             )
         };
         if mapped != libc::MAP_FAILED {
-            range.poisoned.store(true, Ordering::Release);
             return;
         }
     }

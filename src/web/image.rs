@@ -27,7 +27,7 @@
 //! A PNG encoded for a request is published in the PNG area after the reply, on another
 //! blocking thread ([`Sharing`]).
 
-use super::budget::{self, MemoryBudget};
+use super::budget::{self, MemoryBudget, Reservation};
 use super::error::Reply;
 use super::timing::ServerTiming;
 use super::upload::PngShared;
@@ -59,10 +59,20 @@ pub const SHARED_ENCODE_WAIT: Duration = Duration::from_secs(3);
 /// larger ones are given back to the system after their encode.
 pub(super) const KEPT_PIXELS_MAX: usize = 128 * 1024 * 1024;
 
-/// What the bands being encoded take besides the PNG: each encoder thread's copy of its band
-/// and the bands finished before the ones above them (about a megabyte each, see
-/// `imaging::RowSource`), with room to spare.
-const BANDS_IN_FLIGHT_BYTES: u64 = 16 << 20;
+/// What the bands being encoded take besides the PNG, for an image of `len` bytes of pixels:
+/// each encoder thread's copy of its band and the bands it finished before the ones above them
+/// (about a megabyte each, see `imaging::RowSource`), three per core, and never more than the
+/// image itself.
+fn bands_in_flight(len: usize) -> u64 {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    len.min(cores.saturating_mul(3 << 20)) as u64
+}
+
+/// The memory an encode of an image of `len` bytes of pixels reserves before it reads it: a PNG
+/// of at most about the pixels' size (a shared PNG is smaller) and the bands in flight.
+fn encode_reservation(len: usize) -> u64 {
+    len as u64 + bands_in_flight(len) + (1 << 20)
+}
 
 /// A PNG of the segment's image, with the image it is of.
 #[derive(Debug, Clone)]
@@ -185,8 +195,8 @@ impl PngCache {
         let len = segment.state()?.image.map_or(0, |image| {
             usize::try_from(image.byte_len).unwrap_or(usize::MAX)
         });
-        let needed = len as u64 + BANDS_IN_FLIGHT_BYTES;
-        let _memory = timing.time_if_long("memory", || {
+        let needed = encode_reservation(len);
+        let memory = timing.time_if_long("memory", || {
             budget.reserve(needed, "encoding the image as PNG", budget::WAIT)
         })?;
         let started = Instant::now();
@@ -236,11 +246,11 @@ impl PngCache {
                 }
             }
         }
-        let encoded = self.encode_here(segment, budget, len, timing);
+        let encoded = self.encode_here(segment, (budget, memory), len, timing);
         if seq.is_some()
             && let Ok(png) = &encoded
         {
-            share_png(segment, png, claim, sharing);
+            drop(share_png(segment, png, claim, sharing));
         }
         encoded
     }
@@ -251,7 +261,7 @@ impl PngCache {
     fn encode_here(
         &self,
         segment: &Segment,
-        budget: &Arc<MemoryBudget>,
+        (budget, memory): (&Arc<MemoryBudget>, Reservation),
         len: usize,
         mut timing: ServerTiming,
     ) -> Result<EncodedPng, AppError> {
@@ -265,10 +275,11 @@ impl PngCache {
         tracing::debug!("a new image was stored while this one was read; reading it whole");
         let buffer =
             std::mem::take(&mut *self.pixels.lock().unwrap_or_else(PoisonError::into_inner));
-        let needed = len.saturating_sub(buffer.capacity()) as u64;
-        let _pixels = timing.time_if_long("memory", || {
-            budget.reserve(needed, "reading the image", budget::WAIT)
-        })?;
+        // The PNG and the pixels (beyond what the kept buffer holds), reserved as one: waiting
+        // for more while holding the first reservation could wait for memory held by itself.
+        let needed = memory.bytes() + len.saturating_sub(buffer.capacity()) as u64;
+        drop(memory);
+        let _memory = budget.reserve(needed, "encoding the image as PNG", budget::WAIT)?;
         let stored = read_pixels(segment, buffer, len, &mut timing)?;
         let started = Instant::now();
         let png = imaging::encode_png(&stored.raster);
@@ -468,13 +479,14 @@ enum Sharing {
 }
 
 /// Publishes `png` in the segment's PNG area for the other servers, then gives up `claim`
-/// (the servers waiting for it then find the PNG), when `sharing` says.
+/// (the servers waiting for it then find the PNG), when `sharing` says. Returns the thread's
+/// handle when the publish is left to another thread.
 fn share_png(
     segment: &Arc<Segment>,
     png: &EncodedPng,
     claim: Option<ClaimedPng>,
     sharing: Sharing,
-) {
+) -> Option<tokio::task::JoinHandle<()>> {
     let publish = |segment: &Segment, seq, png: &[u8]| {
         if let Err(error) = segment.publish_png(seq, png) {
             tracing::warn!(%error, "cannot share the PNG with the other servers");
@@ -483,21 +495,40 @@ fn share_png(
     let runtime = tokio::runtime::Handle::try_current();
     match (sharing, runtime) {
         (Sharing::AfterReturning, Ok(runtime)) => {
-            // Kept past this function: the thread takes our own claim again, as a guard that
-            // gives it up once the PNG is published (or the publish panicked).
-            if let Some(claim) = claim {
+            // The claim goes with the thread, which gives up this claim (and no claim another
+            // process took for a newer image meanwhile) once the PNG is published, or the
+            // publish failed or panicked.
+            let seq = png.image.seq;
+            let claim = claim.map(|claim| {
                 claim.keep();
-            }
-            let (segment, seq, png) = (Arc::clone(segment), png.image.seq, png.png.clone());
-            drop(runtime.spawn_blocking(move || {
-                let _claim = segment.claim_png(seq);
+                KeptClaim {
+                    segment: Arc::clone(segment),
+                    seq,
+                }
+            });
+            let (segment, png) = (Arc::clone(segment), png.png.clone());
+            Some(runtime.spawn_blocking(move || {
+                let _claim = claim;
                 publish(&segment, seq, &png);
-            }));
+            }))
         }
         _ => {
             publish(segment, png.image.seq, &png.png);
             drop(claim);
+            None
         }
+    }
+}
+
+/// A claim on the encode of image `seq` kept past its [`ClaimedPng`], given up when dropped.
+struct KeptClaim {
+    segment: Arc<Segment>,
+    seq: u64,
+}
+
+impl Drop for KeptClaim {
+    fn drop(&mut self) {
+        self.segment.release_png_claim(self.seq);
     }
 }
 
@@ -688,6 +719,37 @@ mod tests {
         assert!(decoded.as_raw() == image.pixels());
     }
 
+    /// A server that shares its PNG after the reply gives up its own claim, never the claim
+    /// another process took meanwhile for a newer image (whose waiters would then stop waiting
+    /// and encode it again).
+    #[tokio::test]
+    async fn sharing_a_png_after_the_reply_leaves_a_newer_images_claim_alone() {
+        let segment = segment("claim");
+        let first = segment.write(&photo(1)).unwrap();
+        let PngClaim::Ours(claim) = segment.claim_png(first.seq) else {
+            panic!("nobody else claims it")
+        };
+        let encoded = encode_from_slot(&segment).unwrap().unwrap();
+        // A newer image, and the claim on its encode (taken by this process here; any living
+        // claimant is the same to the claim word's owner check).
+        let second = segment.write(&photo(2)).unwrap();
+        match segment.claim_png(second.seq) {
+            PngClaim::Ours(newer) => newer.keep(),
+            PngClaim::Theirs { pid } => panic!("claimed by {pid}"),
+        }
+        let sharing = share_png(&segment, &encoded, Some(claim), Sharing::AfterReturning);
+        sharing.expect("published on another thread").await.unwrap();
+        assert_eq!(
+            segment.png_claimant(),
+            Some((second.seq as u32, std::process::id()))
+        );
+        // The first image's PNG is not the newer image's: refused, not published.
+        assert!(matches!(
+            segment.shared_png().unwrap(),
+            PngLookup::Missing { .. }
+        ));
+    }
+
     /// Uploads land while the image is encoded: an encode whose bands may be of two images is
     /// never served; the server encodes from a whole copy instead, and every PNG it makes is
     /// exactly the image it says it is of.
@@ -728,12 +790,16 @@ mod tests {
             })
         };
         let cache = PngCache::default();
-        let budget = MemoryBudget::new(1 << 30);
         let len = images[0].pixels().len();
+        // Just enough for an encode that has to fall back to a whole copy.
+        let budget = MemoryBudget::new(encode_reservation(len) + len as u64);
         let encode = |during_writes: bool| {
             busy.store(during_writes, Ordering::Relaxed);
+            let memory = budget
+                .reserve(encode_reservation(len), "test", budget::WAIT)
+                .unwrap();
             let encoded = cache
-                .encode_here(&segment, &budget, len, ServerTiming::new())
+                .encode_here(&segment, (&budget, memory), len, ServerTiming::new())
                 .unwrap();
             busy.store(false, Ordering::Relaxed);
             // No write under way from here on.

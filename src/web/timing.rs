@@ -2,8 +2,11 @@
 //!
 //! `POST /image` reports `receive` (reading the body), `decode` and `write` (the copy into the
 //! segment); a plain PNG, decoded row by row straight into the segment, reports `decode` (which
-//! includes the write) and `share` (the copy of its own image data into the PNG area); a `GET /image.png` that had to encode reports `read` (the copy out of the segment)
-//! and `encode`, and one served from the PNG cache says `cache;desc=hit`. Durations are in
+//! includes the write) and `share` (the copy of its own image data into the PNG area); a `GET
+//! /image.png` that had to encode reports `encode`, with `read;desc=slot` when the encoder read
+//! the pixels band by band from the slot (the reads are part of `encode`) or `read` for a
+//! whole copy out of the segment first, and one served from the PNG cache says
+//! `cache;desc=hit`. Durations are in
 //! milliseconds, as the [W3C Server Timing] syntax wants, e.g.
 //! `Server-Timing: receive;dur=3.104, decode;dur=48.221, write;dur=2.903`.
 //!
