@@ -924,26 +924,13 @@ impl Segment {
     ) -> Result<ReadAttempt<Option<StoredImage>>, SegmentError> {
         let header = self.header();
         let state = header.state.load(Ordering::Acquire);
-        let (slot, data) = match self.try_published_at(state)? {
+        let (slot, data) = match self.try_readable_at(state)? {
             ReadAttempt::Done(Some(found)) => found,
             ReadAttempt::Done(None) => return Ok(ReadAttempt::Done(None)),
             ReadAttempt::Raced => return Ok(ReadAttempt::Raced),
         };
-        // Refuse what this process would not accept from an upload before allocating for it.
-        let pixels = u64::from(slot.width) * u64::from(slot.height);
-        if pixels > self.max_pixels {
-            let reason = Corruption::ExceedsPixelLimit {
-                pixels,
-                max_pixels: self.max_pixels,
-            };
-            return self.unless_raced(state, self.corrupt(reason));
-        }
-        // `validate` checked that byte_len fits in usize and covered_len(byte_len) <= capacity.
+        // `validate` checked that byte_len fits in usize.
         let len = slot.byte_len as usize;
-        let covered = copy::covered_len(len) as u64;
-        if let Err(e) = data.check_len(covered, self.name.as_str()) {
-            return self.unless_raced(state, e);
-        }
         buffer.clear();
         if buffer.try_reserve_exact(len).is_err() {
             return Err(SegmentError::OutOfMemory {
@@ -979,6 +966,35 @@ impl Segment {
             info: ImageInfo::from_slot(&slot),
             raster,
         })))
+    }
+
+    /// The published slot for `state` and its data object, checked as a copy of its pixels
+    /// needs: besides [`Segment::try_published_at`]'s checks, no more pixels than this process
+    /// accepts from an upload (refused before anything is allocated for them), and a data
+    /// object long enough for every word of them.
+    #[allow(clippy::type_complexity)]
+    fn try_readable_at(
+        &self,
+        state: u64,
+    ) -> Result<ReadAttempt<Option<(SlotImage, Arc<DataObject>)>>, SegmentError> {
+        let (slot, data) = match self.try_published_at(state)? {
+            ReadAttempt::Done(Some(found)) => found,
+            other => return Ok(other),
+        };
+        let pixels = u64::from(slot.width) * u64::from(slot.height);
+        if pixels > self.max_pixels {
+            let reason = Corruption::ExceedsPixelLimit {
+                pixels,
+                max_pixels: self.max_pixels,
+            };
+            return self.unless_raced(state, self.corrupt(reason));
+        }
+        // `validate` checked that byte_len fits in usize and covered_len(byte_len) <= capacity.
+        let covered = copy::covered_len(slot.byte_len as usize) as u64;
+        if let Err(error) = data.check_len(covered, self.name.as_str()) {
+            return self.unless_raced(state, error);
+        }
+        Ok(ReadAttempt::Done(Some((slot, data))))
     }
 
     /// One lock-free attempt to read the published slot's metadata.

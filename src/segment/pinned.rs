@@ -125,25 +125,11 @@ impl Segment {
     /// One lock-free attempt to pin the published image.
     fn try_pin(&self) -> Result<ReadAttempt<Option<PinnedImage>>, SegmentError> {
         let state = self.header().state.load(Ordering::Acquire);
-        let (slot, data) = match self.try_published_at(state)? {
+        let (slot, data) = match self.try_readable_at(state)? {
             ReadAttempt::Done(Some(found)) => found,
             ReadAttempt::Done(None) => return Ok(ReadAttempt::Done(None)),
             ReadAttempt::Raced => return Ok(ReadAttempt::Raced),
         };
-        // Refuse what this process would not accept from an upload, as a whole read does.
-        let pixels = u64::from(slot.width) * u64::from(slot.height);
-        if pixels > self.max_pixels {
-            let reason = Corruption::ExceedsPixelLimit {
-                pixels,
-                max_pixels: self.max_pixels,
-            };
-            return self.unless_raced(state, self.corrupt(reason));
-        }
-        // `validate` checked that byte_len fits in usize and covered_len(byte_len) <= capacity.
-        let covered = copy::covered_len(slot.byte_len as usize) as u64;
-        if let Err(error) = data.check_len(covered, self.name.as_str()) {
-            return self.unless_raced(state, error);
-        }
         // The slot record was read with relaxed loads: order them before the re-check.
         fence(Ordering::Acquire);
         if self.header().state.load(Ordering::Relaxed) != state {
