@@ -246,7 +246,7 @@ impl PngCache {
                 }
             }
         }
-        let encoded = self.encode_here(segment, (budget, memory), len, timing);
+        let encoded = self.encode_here(segment, budget, memory, len, timing);
         if seq.is_some()
             && let Ok(png) = &encoded
         {
@@ -261,7 +261,8 @@ impl PngCache {
     fn encode_here(
         &self,
         segment: &Segment,
-        (budget, memory): (&Arc<MemoryBudget>, Reservation),
+        budget: &Arc<MemoryBudget>,
+        memory: Reservation,
         len: usize,
         mut timing: ServerTiming,
     ) -> Result<EncodedPng, AppError> {
@@ -799,7 +800,7 @@ mod tests {
                 .reserve(encode_reservation(len), "test", budget::WAIT)
                 .unwrap();
             let encoded = cache
-                .encode_here(&segment, (&budget, memory), len, ServerTiming::new())
+                .encode_here(&segment, &budget, memory, len, ServerTiming::new())
                 .unwrap();
             busy.store(false, Ordering::Relaxed);
             // No write under way from here on.
