@@ -91,9 +91,12 @@ impl std::fmt::Debug for ClaimedPng<'_> {
 
 impl ClaimedPng<'_> {
     /// Keeps the claim past this value's life: for a claim taken before work that runs
-    /// elsewhere, which claims the image again (getting its own guard) and gives it up.
-    pub fn keep(self) {
+    /// elsewhere, which claims the image again (getting its own guard) or gives it up with
+    /// [`Segment::release_png_claim`]. Returns the `seq` of the image claimed.
+    pub fn keep(self) -> u64 {
+        let seq = self.seq;
         std::mem::forget(self);
+        seq
     }
 }
 

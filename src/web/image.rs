@@ -499,15 +499,12 @@ fn share_png(
             // The claim goes with the thread, which gives up this claim (and no claim another
             // process took for a newer image meanwhile) once the PNG is published, or the
             // publish failed or panicked.
-            let seq = png.image.seq;
-            let claim = claim.map(|claim| {
-                claim.keep();
-                KeptClaim {
-                    segment: Arc::clone(segment),
-                    seq,
-                }
+            // The claim's own image, which is not the PNG's if the encode found a newer one.
+            let claim = claim.map(|claim| KeptClaim {
+                seq: claim.keep(),
+                segment: Arc::clone(segment),
             });
-            let (segment, png) = (Arc::clone(segment), png.png.clone());
+            let (segment, seq, png) = (Arc::clone(segment), png.image.seq, png.png.clone());
             Some(runtime.spawn_blocking(move || {
                 let _claim = claim;
                 publish(&segment, seq, &png);
@@ -735,7 +732,7 @@ mod tests {
         // claimant is the same to the claim word's owner check).
         let second = segment.write(&photo(2)).unwrap();
         match segment.claim_png(second.seq) {
-            PngClaim::Ours(newer) => newer.keep(),
+            PngClaim::Ours(newer) => assert_eq!(newer.keep(), second.seq),
             PngClaim::Theirs { pid } => panic!("claimed by {pid}"),
         }
         let sharing = share_png(&segment, &encoded, Some(claim), Sharing::AfterReturning);
