@@ -110,6 +110,9 @@ pub struct PngCache {
 struct CachedPng {
     image: ImageId,
     png: OnceCell<EncodedPng>,
+    /// When whoever encodes it shares it with the other servers: set by whoever made the
+    /// entry (the writer's background encode, or a request), whichever request runs the encode.
+    sharing: Sharing,
 }
 
 impl PngCache {
@@ -148,6 +151,7 @@ impl PngCache {
                     let entry = Arc::new(CachedPng {
                         image,
                         png: OnceCell::new(),
+                        sharing,
                     });
                     *latest = Some(Arc::clone(&entry));
                     entry
@@ -165,6 +169,7 @@ impl PngCache {
             .get_or_try_init(|| {
                 encoded_here = true;
                 let cache = Arc::clone(self);
+                let sharing = entry.sharing;
                 blocking(move || cache.encode_stored(&segment, &budget, sharing))
             })
             .await?
@@ -338,8 +343,14 @@ impl PngCache {
         if let PngClaim::Ours(claim) = segment.claim_png(seq) {
             claim.keep();
         }
-        // Whatever the cache holds is of an earlier image.
-        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        // Whatever the cache holds is of an earlier image. The new image's entry is made here,
+        // before the upload is answered, so that a request for it that comes before the task
+        // below runs waits for this encode, which shares the PNG before it gives the claim up.
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(CachedPng {
+            image,
+            png: OnceCell::new(),
+            sharing: Sharing::BeforeReturning,
+        }));
         let (cache, segment, budget) = (Arc::clone(self), Arc::clone(segment), Arc::clone(budget));
         tokio::spawn(async move {
             // Shared before `fetch` returns, so that the claim given up below is given up after
