@@ -25,7 +25,7 @@
 //! An encode reserves the memory it needs (the PNG and the bands being encoded; the pixels too
 //! if it must copy them whole) from the server's [`super::budget`] before it reads the image.
 //! A PNG encoded for a request is published in the PNG area after the reply, on another
-//! blocking thread ([`Sharing`]).
+//! blocking thread; the writer's encode of an upload publishes it first ([`Sharing`]).
 
 use super::budget::{self, MemoryBudget, Reservation};
 use super::error::Reply;
