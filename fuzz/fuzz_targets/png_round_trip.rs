@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shmimage::imaging::fuzzing::{encode_png_copied_in_pieces, encode_png_in_pieces};
+use shmimage::imaging::fuzzing::encode_png_in_pieces;
 use shmimage::raster::{PixelFormat, Raster};
 use shmimage::segment::fuzzing::{PngFields, PngTag, is_png_of};
 
@@ -26,22 +26,18 @@ fuzz_target!(|data: &[u8]| {
         pixels.iter().copied().cycle().take(len).collect()
     };
     let raster = Raster::new(width, height, format, bytes).unwrap();
-    let png = encode_png_in_pieces(
-        &raster,
-        usize::from(*bands % 5),
-        usize::from(*segment) * 16 + 1,
-        usize::from(*chunk) * 64 + 1,
-    )
-    .expect("any raster encodes");
-    // Encoded from a source that copies each band, as the server reads the segment: the same
-    // bytes.
-    let copied = encode_png_copied_in_pieces(
-        &raster,
-        usize::from(*bands % 5),
-        usize::from(*segment) * 16 + 1,
-        usize::from(*chunk) * 64 + 1,
-    )
-    .expect("any raster encodes");
+    // From memory, and from a source that copies each band as the server reads the segment:
+    // the same bytes.
+    let [png, copied] = [false, true].map(|copied| {
+        encode_png_in_pieces(
+            &raster,
+            usize::from(*bands % 5),
+            usize::from(*segment) * 16 + 1,
+            usize::from(*chunk) * 64 + 1,
+            copied,
+        )
+        .expect("any raster encodes")
+    });
     assert!(
         copied == png,
         "an encode from copied bands gives the same bytes"

@@ -34,20 +34,22 @@ pub use self::sniff::{SNIFF_LEN, Sniffed, decode_footprint, sniff};
 
 /// Fuzzing entry points: the PNG writer with its pieces made small, for the fuzz target.
 ///
-/// [`encode_png_copied_in_pieces`](fuzzing::encode_png_copied_in_pieces) encodes the same
-/// image from a source that copies each band, as the server's reader of the segment does.
+/// [`encode_png_in_pieces`](fuzzing::encode_png_in_pieces) can also encode from a source that
+/// copies each band, as the server's reader of the segment does.
 #[doc(hidden)]
 pub mod fuzzing {
     use super::EncodeError;
     use crate::raster::Raster;
 
     /// `raster` as a PNG cut into `bands` bands (0: one stream), deflate segments of
-    /// `segment_len` bytes and `IDAT` chunks of `max_chunk_len` bytes.
+    /// `segment_len` bytes and `IDAT` chunks of `max_chunk_len` bytes; with `copied`, from a
+    /// source that copies every band's rows into a buffer of its own (the same bytes).
     pub fn encode_png_in_pieces(
         raster: &Raster,
         bands: usize,
         segment_len: usize,
         max_chunk_len: usize,
+        copied: bool,
     ) -> Result<Vec<u8>, EncodeError> {
         super::png_writer::write_png_in_pieces(
             raster.pixels(),
@@ -57,25 +59,7 @@ pub mod fuzzing {
             bands,
             segment_len,
             max_chunk_len,
-        )
-    }
-
-    /// [`encode_png_in_pieces`], from a source that copies every band's rows into a buffer of
-    /// its own: must give the same bytes.
-    pub fn encode_png_copied_in_pieces(
-        raster: &Raster,
-        bands: usize,
-        segment_len: usize,
-        max_chunk_len: usize,
-    ) -> Result<Vec<u8>, EncodeError> {
-        super::png_writer::write_png_copied_in_pieces(
-            raster.pixels(),
-            raster.width(),
-            raster.height(),
-            raster.format(),
-            bands,
-            segment_len,
-            max_chunk_len,
+            copied,
         )
     }
 }

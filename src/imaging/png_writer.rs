@@ -170,7 +170,10 @@ fn production_layout(len: usize) -> Layout {
 
 /// [`write_png`] cut into `bands` bands (0: one unstitched stream), deflate segments of
 /// `segment_len` bytes and chunks of `max_chunk_len` bytes, so that a fuzzer can reach the
-/// stitching with small images.
+/// stitching with small images. With `copied`, every band's rows are copied by its worker into
+/// a buffer of its own at an offset that is not a whole word, as the segment's reader copies
+/// them: the bytes must be the same.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn write_png_in_pieces(
     pixels: &[u8],
     width: u32,
@@ -179,55 +182,35 @@ pub(super) fn write_png_in_pieces(
     bands: usize,
     segment_len: usize,
     max_chunk_len: usize,
+    copied: bool,
 ) -> Result<Vec<u8>, EncodeError> {
-    let layout = Layout {
-        bands: (bands > 0).then_some(bands),
-        segment_len,
-        max_chunk_len,
-    };
-    write_png_with(pixels, width, height, format, layout)
-}
-
-/// [`write_png_in_pieces`], with every band's rows copied by its worker into a buffer of its
-/// own at an offset that is not a whole word, as the segment's reader copies them, and the
-/// pieces joined.
-pub(super) fn write_png_copied_in_pieces(
-    pixels: &[u8],
-    width: u32,
-    height: u32,
-    format: PixelFormat,
-    bands: usize,
-    segment_len: usize,
-    max_chunk_len: usize,
-) -> Result<Vec<u8>, EncodeError> {
-    /// Copies the rows asked for to byte 3 of the buffer.
-    struct Copied<'a> {
-        pixels: &'a [u8],
-        row_len: usize,
-    }
+    /// The rows of `InMemory`, copied to byte 3 of the buffer.
+    struct Copied<'a>(InMemory<'a>);
     impl RowSource for Copied<'_> {
         fn rows<'b>(
             &'b self,
             rows: Range<usize>,
             buffer: &'b mut Vec<u8>,
         ) -> Result<&'b [u8], EncodeError> {
-            let rows = self
-                .pixels
-                .get(rows.start * self.row_len..rows.end * self.row_len)
-                .ok_or_else(|| EncodeError(format!("rows {rows:?} are not in the image")))?;
+            let mut unused = Vec::new();
+            let rows = self.0.rows(rows, &mut unused)?;
             buffer.clear();
             buffer.extend_from_slice(&[0xA5; 3]);
             buffer.extend_from_slice(rows);
             Ok(&buffer[3..])
         }
     }
-    let row_len = format.bytes_per_pixel() as usize * width as usize;
     let layout = Layout {
         bands: (bands > 0).then_some(bands),
         segment_len,
         max_chunk_len,
     };
-    write_rows_with(&Copied { pixels, row_len }, width, height, format, layout)
+    if !copied {
+        return write_png_with(pixels, width, height, format, layout);
+    }
+    let row_len = format.bytes_per_pixel() as usize * width as usize;
+    let source = Copied(InMemory { pixels, row_len });
+    write_rows_with(&source, width, height, format, layout)
 }
 
 /// How an image's data is cut up; production uses the constants above, tests small pieces.
