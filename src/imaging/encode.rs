@@ -34,13 +34,15 @@ pub fn encode_png(raster: &Raster) -> Result<Vec<u8>, EncodeError> {
 
 /// The PNG [`encode_png`] makes of a `width` x `height` image of `format`, its rows read from
 /// `source` band by band by the threads that encode them (the segment's slot, say): the image
-/// is never copied whole. Stops at the first error of the source.
+/// is never copied whole. The file comes in the pieces it was made in, in order (a band of
+/// rows each, between the opening and closing chunks), so that it need not be copied whole
+/// either. Stops at the first error of the source.
 pub fn encode_png_from(
     source: &dyn RowSource,
     width: u32,
     height: u32,
     format: PixelFormat,
-) -> Result<Vec<u8>, EncodeError> {
+) -> Result<Vec<Vec<u8>>, EncodeError> {
     write_png_from(source, width, height, format)
 }
 

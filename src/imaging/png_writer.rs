@@ -135,19 +135,35 @@ pub(super) fn write_png(
 }
 
 /// Writes the PNG of a `width` x `height` image of `format` whose rows come from `source`
-/// (see the module docs), with the layout [`write_png`] uses. Stops at the first error of
-/// the source.
+/// (see the module docs), with the layout [`write_png`] uses, and leaves it in the pieces it
+/// was made in: the signature and `IHDR`, each band, the closing chunks. Joined in order they
+/// are the file [`write_png`] makes; sent or copied as they are, they spare a copy of the whole
+/// file into memory of its own. Stops at the first error of the source.
 pub fn write_png_from(
     source: &dyn RowSource,
     width: u32,
     height: u32,
     format: PixelFormat,
-) -> Result<Vec<u8>, EncodeError> {
+) -> Result<Vec<Vec<u8>>, EncodeError> {
     let len = format
         .byte_len(width, height)
         .and_then(|len| usize::try_from(len).ok())
         .unwrap_or(usize::MAX);
-    write_rows_with(source, width, height, format, production_layout(len))
+    let mut pieces = Vec::new();
+    write_pieces_with(
+        source,
+        width,
+        height,
+        format,
+        production_layout(len),
+        &mut |mut piece| {
+            // A band's room for the worst case (stored blocks) that it did not use goes back:
+            // the pieces may be kept for a long time. Shrinking happens in place.
+            piece.shrink_to_fit();
+            pieces.push(piece);
+        },
+    )?;
+    Ok(pieces)
 }
 
 /// The layout for `len` bytes of pixels: one band for small images, else bands of about

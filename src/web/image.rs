@@ -29,6 +29,7 @@
 
 use super::budget::{self, MemoryBudget, Reservation};
 use super::error::Reply;
+use super::png_file::PngFile;
 use super::timing::ServerTiming;
 use super::upload::PngShared;
 use super::{AppError, AppState, blocking};
@@ -37,7 +38,6 @@ use crate::segment::{
     ClaimedPng, ImageId, PinnedImage, PngClaim, PngLookup, Segment, SegmentError, SharedPng,
     StoredImage,
 };
-use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -78,7 +78,7 @@ fn encode_reservation(len: usize) -> u64 {
 #[derive(Debug, Clone)]
 pub struct EncodedPng {
     pub image: ImageId,
-    pub png: Bytes,
+    pub png: PngFile,
     /// How long reading the pixels and encoding them took.
     pub timing: ServerTiming,
 }
@@ -303,7 +303,7 @@ impl PngCache {
         );
         Ok(EncodedPng {
             image: stored.info.id(),
-            png: Bytes::from(png),
+            png: PngFile::from(png),
             timing,
         })
     }
@@ -422,7 +422,7 @@ fn encode_from_slot(segment: &Segment) -> Result<Option<EncodedPng>, AppError> {
     if source.replaced.into_inner() {
         return Ok(None);
     }
-    let png = png?;
+    let png = PngFile::from_pieces(png?);
     tracing::debug!(
         seq = info.seq,
         bytes = png.len(),
@@ -430,7 +430,7 @@ fn encode_from_slot(segment: &Segment) -> Result<Option<EncodedPng>, AppError> {
     );
     Ok(Some(EncodedPng {
         image: info.id(),
-        png: Bytes::from(png),
+        png,
         timing: ServerTiming::new(),
     }))
 }
@@ -499,8 +499,8 @@ fn share_png(
     claim: Option<ClaimedPng>,
     sharing: Sharing,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let publish = |segment: &Segment, seq, png: &[u8]| {
-        if let Err(error) = segment.publish_png(seq, png) {
+    let publish = |segment: &Segment, seq, png: &PngFile| {
+        if let Err(error) = segment.publish_png_parts(seq, &png.pieces()) {
             tracing::warn!(%error, "cannot share the PNG with the other servers");
         }
     };
@@ -546,7 +546,7 @@ fn from_area(shared: SharedPng, mut timing: ServerTiming) -> EncodedPng {
     timing.describe("png", "shared");
     EncodedPng {
         image: shared.image(),
-        png: Bytes::from(shared.png),
+        png: PngFile::from(shared.png),
         timing,
     }
 }
@@ -632,7 +632,7 @@ pub(crate) async fn serve_full(state: &AppState, headers: &HeaderMap) -> Respons
             served_timing(&encoded, served),
             cache_headers(incarnation, encoded.image.seq),
             [(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))],
-            encoded.png,
+            encoded.png.body(),
         )
             .into_response(),
         Err(error) => Reply::for_headers(headers).error(error, state),
@@ -723,8 +723,10 @@ mod tests {
             .expect("nothing was written since");
         assert_eq!(encoded.image, info.id());
         // The same bytes as the encode of the pixels in memory, band for band.
-        assert!(encoded.png == imaging::encode_png(&image).unwrap());
-        let decoded = image::load_from_memory(&encoded.png).unwrap().into_rgb8();
+        assert!(encoded.png == *imaging::encode_png(&image).unwrap());
+        let decoded = image::load_from_memory(&encoded.png.to_vec())
+            .unwrap()
+            .into_rgb8();
         assert!(decoded.as_raw() == image.pixels());
     }
 
@@ -814,7 +816,7 @@ mod tests {
             // No write under way from here on.
             drop(writing.lock().unwrap());
             let expected = &pngs[((encoded.image.seq + 1) % 2) as usize];
-            assert!(encoded.png == *expected, "image {}", encoded.image.seq);
+            assert!(encoded.png == **expected, "image {}", encoded.image.seq);
             encoded.timing.header_value()
         };
         let mut from_copy = 0;

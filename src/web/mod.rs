@@ -28,6 +28,7 @@ pub mod guard;
 pub mod image;
 pub mod live;
 pub mod page;
+pub mod png_file;
 pub mod resized;
 pub mod serve;
 pub mod timing;

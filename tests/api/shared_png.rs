@@ -82,7 +82,10 @@ async fn get_png(server: &TestServer) -> (&'static str, String, Vec<u8>) {
     assert_eq!(response.status(), 200, "{}", server.log());
     let origin = origin(&response);
     let timing = header(&response, "server-timing");
+    // Sent with its length, however it was made (a local encode is sent in pieces).
+    let length = header(&response, "content-length");
     let body = response.bytes().await.unwrap().to_vec();
+    assert_eq!(length, body.len().to_string(), "{timing}");
     (origin, timing, body)
 }
 

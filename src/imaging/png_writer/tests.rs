@@ -412,6 +412,17 @@ fn large_images_are_written_in_several_bands_through_the_public_encoder() {
     inflate_zlib(&zlib);
     let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap();
     assert!(decoded.as_bytes() == pixels.as_slice());
+    // The same file from a row source, left in its pieces: one per band between the opening
+    // and the closing chunks, none of them holding on to room it did not use.
+    let source = FailingAt {
+        pixels: &pixels,
+        row_len: width as usize * 4,
+        fail_at: usize::MAX,
+    };
+    let pieces = write_png_from(&source, width, height, PixelFormat::Rgba8).unwrap();
+    assert!(pieces.concat() == png);
+    assert!(pieces.len() >= 3, "{} pieces", pieces.len());
+    assert!(pieces.iter().all(|piece| piece.capacity() == piece.len()));
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let one_band = write_png_with(&pixels, width, height, PixelFormat::Rgba8, bands(1)).unwrap();
     if cores > 1 {
