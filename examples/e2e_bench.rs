@@ -433,13 +433,14 @@ async fn upload_and_share(
     Ok((samples, png))
 }
 
-/// The medians, in ms, of [`must_encode_get`]: to the last byte, to the response's head, and
-/// B's own encode (from its `Server-Timing`).
+/// The medians of [`must_encode_get`]: to the last byte, to the response's head, and B's own
+/// encode (from its `Server-Timing`), in ms; B's minor page faults during the GET.
 #[derive(Debug, Clone, Copy)]
 struct MustEncode {
     total: f64,
     head: f64,
     server_encode: f64,
+    faults: f64,
 }
 
 /// Stores `file` with `shmimage put` (so that no server encodes it) and times B's `GET
@@ -454,6 +455,7 @@ async fn must_encode_get(
     reps: usize,
 ) -> Result<MustEncode, Error> {
     let (mut samples, mut heads, mut encodes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut faults = Vec::new();
     for _ in 0..reps {
         let put = Command::new(binary)
             .arg("put")
@@ -467,6 +469,7 @@ async fn must_encode_get(
             )
             .into());
         }
+        let faults_before = b.minor_faults();
         let start = Instant::now();
         let response = client.get(b.url("/image.png")).send().await?;
         heads.push(ms(start.elapsed()));
@@ -486,6 +489,7 @@ async fn must_encode_get(
             .is_some_and(|value| value.contains("png;desc=local"));
         response.bytes().await?;
         samples.push(ms(start.elapsed()));
+        faults.push((b.minor_faults() - faults_before) as f64);
         if !streamed {
             return Err("B did not encode the image it was given by shmimage put".into());
         }
@@ -494,6 +498,7 @@ async fn must_encode_get(
         total: median(&samples),
         head: median(&heads),
         server_encode: median(&encodes),
+        faults: median(&faults),
     })
 }
 
@@ -641,6 +646,7 @@ async fn main() -> Result<(), Error> {
                     total: f64::NAN,
                     head: f64::NAN,
                     server_encode: f64::NAN,
+                    faults: f64::NAN,
                 }
             };
             let qt = match QT_SIZES.iter().find(|s| (s.0, s.1) == (width, height)) {
@@ -665,11 +671,12 @@ async fn main() -> Result<(), Error> {
             if *name == "png" {
                 println!(
                     "{width:>5}x{height:<5} cold GET that must encode (after shmimage put), \
-                     to the last byte: {:>8.2} ms (head {:.2}, B's encode {:.2}) vs encoder \
-                     {encode_ms:>8.2} ms: {:.2}x",
+                     to the last byte: {:>8.2} ms (head {:.2}, B's encode {:.2}, B's page \
+                     faults {:.0}) vs encoder {encode_ms:>8.2} ms: {:.2}x",
                     must_encode.total,
                     must_encode.head,
                     must_encode.server_encode,
+                    must_encode.faults,
                     must_encode.total / encode_ms
                 );
             }
@@ -711,6 +718,7 @@ async fn main() -> Result<(), Error> {
                     "cold_get_must_encode_ms": must_encode.total,
                     "cold_get_must_encode_head_ms": must_encode.head,
                     "cold_get_must_encode_server_encode_ms": must_encode.server_encode,
+                    "cold_get_must_encode_b_minor_faults": must_encode.faults,
                     "cold_get_must_encode_over_encoder": must_encode.total / encode_ms,
                     "image_fast_1_thread_ms": fast_ms,
                     "encoder_speedup_over_fast": fast_ms / encode_ms,

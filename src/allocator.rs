@@ -20,6 +20,15 @@
 //!
 //! These are the only `unsafe` code outside [`crate::segment`].
 
+/// Buffers of at least this many bytes (an image's pixels, a whole file) are mapped on their
+/// own, and unmapped when freed. Smaller ones (the pieces of a PNG being encoded, about a
+/// megabyte each) come from the heap, whose free pages later allocations reuse.
+const MAPPED_ALONE_FROM: usize = 4 << 20;
+
+/// Free memory at the top of the heap beyond this is given back at once; the rest waits for
+/// [`release_free_memory`].
+const TRIM_ABOVE: usize = 32 << 20;
+
 /// Makes every thread allocate from one heap, so that [`release_free_memory`] reaches every
 /// freed buffer. Call it before the process starts its threads.
 pub fn configure_for_server() {
@@ -29,6 +38,8 @@ pub fn configure_for_server() {
     // valid. It is called before the server's threads exist.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MAPPED_ALONE_FROM as libc::c_int);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_ABOVE as libc::c_int);
     }
 }
 
