@@ -1250,6 +1250,24 @@ impl Segment {
         }
     }
 
+    /// Drops the pages of the segment's pixels and PNG from this process's page tables (see
+    /// `os::Mapping::drop_resident_pages`): for a process that is done with the image it
+    /// wrote or read, so that its resident set stops counting pages that the segment holds
+    /// for every process anyway. The next read or write maps them again, at the cost of minor
+    /// page faults.
+    pub fn drop_resident_pages(&self) {
+        let objects: Vec<Arc<DataObject>> = self
+            .data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for object in objects {
+            object.mapping.drop_resident_pages();
+        }
+    }
+
     /// Drops our mapping of `generation`, e.g. after it was found truncated.
     fn forget_data_object(&self, generation: u32) {
         self.data

@@ -132,6 +132,21 @@ impl Mapping {
     pub fn len(&self) -> usize {
         self.shmem.len()
     }
+
+    /// Drops the mapping's pages from this process's page tables. The object keeps them (the
+    /// system holds each page once, for every process that maps it): the next access maps the
+    /// same page again, with its bytes. Only the process's resident set shrinks.
+    pub fn drop_resident_pages(&self) {
+        // SAFETY: the range is exactly this mapping, which stays mapped while `self` lives.
+        // For a MAP_SHARED mapping of a shared-memory object, MADV_DONTNEED only removes our
+        // page-table entries: no byte of the object changes, and other processes' mappings
+        // are untouched. Accesses from other threads meanwhile fault the same pages back in.
+        // If the mapping was replaced by private zero pages (see `sigbus`), they stay zeros.
+        // A failure (a kernel that refuses) changes nothing, so its result is not needed.
+        unsafe {
+            libc::madvise(self.as_ptr().cast(), self.len(), libc::MADV_DONTNEED);
+        }
+    }
 }
 
 /// Turns a shared_memory error into an `io::Error` with the errno it carries.

@@ -1,5 +1,5 @@
-//! What a server holds on to between requests: after large uploads, the writer keeps the
-//! segment's pixels and gives the memory of the rest back to the system.
+//! What a server holds on to between requests: after large uploads, the writer gives the
+//! memory of its requests back to the system, and keeps none of the segment's pages mapped.
 
 use crate::helpers::{TestServer, encode, fresh_segment, rgb8, spawn_server};
 use image::ImageFormat;
@@ -70,5 +70,53 @@ async fn after_three_4k_uploads_the_writer_holds_at_most_three_images_above_idle
             SETTLE_DEADLINE.as_secs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_writer_done_with_its_uploads_keeps_none_of_the_segments_pages() {
+    let segment = fresh_segment();
+    let a = spawn_server(&segment);
+    let b = spawn_server(&segment);
+    let image = rgb8(2400, 1600, 5);
+    let decoded = image.as_bytes().len() as u64;
+    // A JPEG (which the writer encodes as PNG after storing it) and a PNG (whose own image
+    // data is shared as it is): both slots and the PNG area are written.
+    for (bytes, mime) in [
+        (encode(&image, ImageFormat::Jpeg), "image/jpeg"),
+        (encode(&image, ImageFormat::Png), "image/png"),
+    ] {
+        let response = a.upload(bytes, "photo", mime).await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let response = b.client.get(b.url("/image.png")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    // The pages stay in the segment for every server; the writer, done with them, does not
+    // count them as its own.
+    let allowed = decoded / 8;
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    loop {
+        let shared = status_bytes(&a, "RssShmem");
+        if shared <= allowed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer still maps {:.1} MB of shared memory ({:.1} MB per image) {} s after \
+             its last upload",
+            mb(shared),
+            mb(decoded),
+            SETTLE_DEADLINE.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // B, and A itself, still serve the image whole.
+    for server in [&b, &a] {
+        let response = server.get("/image.png").await;
+        assert_eq!(response.status(), 200);
+        let png = response.bytes().await.unwrap();
+        let served = image::load_from_memory_with_format(&png, ImageFormat::Png).unwrap();
+        assert!(served.to_rgb8().as_raw() == image.to_rgb8().as_raw());
     }
 }

@@ -67,6 +67,31 @@ fn a_larger_image_after_a_smaller_one_reaches_every_process_whole() {
 }
 
 #[test]
+fn pages_a_process_drops_from_its_memory_keep_their_bytes_for_every_process() {
+    let name = fresh_name();
+    let parent = attach(&name);
+    let mut child = Child::spawn(&name, Role::WriteThenWait { id: 1_000_001 });
+    child.expect("wrote 1000001");
+    let first = parent.read().unwrap().expect("the child's image");
+    assert_eq!(first.raster, tagged_raster(ImageId(1_000_001)));
+    // Dropped after reading it, and again after writing the other slot: both slots, as a
+    // server drops them once it is done with an image.
+    parent.drop_resident_pages();
+    parent.write(&tagged_raster(ImageId(1_000_002))).unwrap();
+    parent.drop_resident_pages();
+    child.send("read");
+    child.expect("read 1000002");
+    let stored = parent.read().unwrap().expect("an image");
+    assert_eq!(stored.raster, tagged_raster(ImageId(1_000_002)));
+    // The child writes over the slot whose pages the parent dropped; the parent reads it.
+    child.send("write 1000003");
+    child.expect("wrote 1000003");
+    parent.drop_resident_pages();
+    let stored = parent.read().unwrap().expect("an image");
+    assert_eq!(stored.raster, tagged_raster(ImageId(1_000_003)));
+}
+
+#[test]
 fn every_pixel_format_round_trips_bit_for_bit() {
     let name = fresh_name();
     let writer = attach(&name);
