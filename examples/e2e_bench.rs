@@ -48,6 +48,7 @@ use image::{ImageEncoder, RgbImage};
 use serde_json::{Value, json};
 use shmimage::imaging::{self, DecodeLimits};
 use shmimage::raster::Raster;
+use shmimage::web::budget;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -85,9 +86,10 @@ const QT_PNG_SIZE_TARGET: f64 = 1.4;
 /// Uploads of the 1920x1080 PNG whose `receive` is measured, as a form and as a raw body.
 const RECEIVE_UPLOADS: usize = 41;
 
-/// How long the memory measurement lets a server settle after a request (a release of freed
-/// memory runs on a blocking thread once the request is done).
-const SETTLE: Duration = Duration::from_millis(500);
+/// How long the memory measurement lets a server settle after a request: a server comes to
+/// rest once nothing was reserved for `RELEASE_WHEN_IDLE_FOR`, then gives its free memory back
+/// on a blocking thread.
+const SETTLE: Duration = budget::RELEASE_WHEN_IDLE_FOR.saturating_mul(2);
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

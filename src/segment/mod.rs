@@ -237,7 +237,7 @@ use os::{LockKind, Mapping, OpenMode};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -387,6 +387,8 @@ pub struct Segment {
     /// Mappings of data objects, by generation.
     data: Mutex<HashMap<u32, Arc<DataObject>>>,
     detached: bool,
+    /// Whether this process wrote an image since it last dropped the segment's pages.
+    wrote: AtomicBool,
 }
 
 // SAFETY: the raw pointers inside (`control`'s mapping and the mutex pointer into it) point into
@@ -534,6 +536,7 @@ impl Segment {
                 label: config.label.clone(),
                 data: Mutex::new(HashMap::new()),
                 detached: false,
+                wrote: AtomicBool::new(false),
             };
             // From here on, dropping `segment` on an error detaches it properly.
             segment.check_header()?;
@@ -665,6 +668,7 @@ impl Segment {
             .store(pack_state(new_seq, target), Ordering::Release);
         self.notify_waiters();
         drop(guard);
+        self.wrote.store(true, Ordering::Relaxed);
         self.prune_mappings();
         Ok(ImageInfo {
             seq: new_seq,
@@ -1265,6 +1269,15 @@ impl Segment {
             .collect();
         for object in objects {
             object.mapping.drop_resident_pages();
+        }
+    }
+
+    /// [`Segment::drop_resident_pages`], if this process wrote an image since it last did:
+    /// for a server at rest. A process that only reads keeps its pages mapped; they cost it
+    /// nothing to keep, and its next read would fault them all in again.
+    pub fn drop_resident_pages_if_written(&self) {
+        if self.wrote.swap(false, Ordering::Relaxed) {
+            self.drop_resident_pages();
         }
     }
 

@@ -16,14 +16,16 @@
 //! reservation of at least [`RELEASE_AFTER_BYTES`] has ended, as soon as nothing has been
 //! reserved for [`RELEASE_WHEN_IDLE_FOR`], the allocator's free pages are returned
 //! ([`crate::allocator::release_free_memory`], on a blocking thread). A server at rest then
-//! holds the memory it keeps on purpose (the segment's pixels, cached PNGs) and not the freed
-//! buffers of its last large request, while requests that follow each other closely reuse
-//! those buffers instead of paying for fresh pages (a page fault costs 2 to 9 µs per 4 KiB on
-//! the machine of docs/PERFORMANCE.md, more than copying the page).
+//! holds the memory it keeps on purpose (cached PNGs) and not the freed buffers of its last
+//! large request, while requests that follow each other closely reuse those buffers instead of
+//! paying for fresh pages (a page fault costs 2 to 9 µs per 4 KiB on the machine of
+//! docs/PERFORMANCE.md, more than copying the page). At the same moment the server does its
+//! other work at rest ([`MemoryBudget::at_rest`]): it drops the segment's pages from its page
+//! tables, which the segment keeps for every process anyway.
 
 use super::AppError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a request waits for memory before it is answered `503`.
@@ -56,6 +58,17 @@ pub struct MemoryBudget {
     reserved: AtomicU64,
     /// Whether a large reservation has ended since free memory last went back to the system.
     release_pending: AtomicBool,
+    /// Done on a blocking thread, with the release, whenever the server comes to rest.
+    rest_work: OnceLock<RestWork>,
+}
+
+/// What a server does at rest besides giving free memory back.
+struct RestWork(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for RestWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RestWork")
+    }
 }
 
 /// Memory reserved from a [`MemoryBudget`], given back on drop.
@@ -127,7 +140,22 @@ impl MemoryBudget {
             returned: Condvar::new(),
             reserved: AtomicU64::new(0),
             release_pending: AtomicBool::new(false),
+            rest_work: OnceLock::new(),
         })
+    }
+
+    /// Has `work` done, on a blocking thread, each time free memory goes back to the system
+    /// after a large reservation (see the module docs). Only the first call counts.
+    pub fn at_rest(&self, work: impl Fn() + Send + Sync + 'static) {
+        let _ = self.rest_work.set(RestWork(Box::new(work)));
+    }
+
+    /// The work at rest: the caller's, then giving free memory back.
+    fn rest(&self) {
+        if let Some(work) = self.rest_work.get() {
+            (work.0)();
+        }
+        crate::allocator::release_free_memory();
     }
 
     /// Hands the allocator's free memory back to the system if nothing is reserved for
@@ -136,7 +164,7 @@ impl MemoryBudget {
     fn release_when_idle(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             self.release_pending.store(false, Ordering::Relaxed);
-            crate::allocator::release_free_memory();
+            self.rest();
             return;
         };
         let seen = self.reserved.load(Ordering::Relaxed);
@@ -147,7 +175,7 @@ impl MemoryBudget {
                 && *budget.free.lock().unwrap_or_else(PoisonError::into_inner) == budget.total;
             // Otherwise the budget was used since: the end of that use plans the release anew.
             if idle && budget.release_pending.swap(false, Ordering::Relaxed) {
-                let _ = tokio::task::spawn_blocking(crate::allocator::release_free_memory).await;
+                let _ = tokio::task::spawn_blocking(move || budget.rest()).await;
             }
         });
     }
@@ -255,6 +283,33 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1024 * 1024;
+
+    #[tokio::test]
+    async fn the_work_at_rest_runs_once_after_a_large_request_and_not_while_busy() {
+        let budget = MemoryBudget::new(100 * MIB);
+        let runs = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&runs);
+        budget.at_rest(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        let settled = RELEASE_WHEN_IDLE_FOR * 3;
+        // A small request brings no rest work.
+        drop(budget.reserve(MIB, "decoding", WAIT).unwrap());
+        tokio::time::sleep(settled).await;
+        assert_eq!(runs.load(Ordering::Relaxed), 0);
+        // A large one does, once the server is at rest; not while another request holds memory.
+        drop(
+            budget
+                .reserve(RELEASE_AFTER_BYTES, "decoding", WAIT)
+                .unwrap(),
+        );
+        let busy = budget.reserve(MIB, "encoding", WAIT).unwrap();
+        tokio::time::sleep(settled).await;
+        assert_eq!(runs.load(Ordering::Relaxed), 0, "ran while busy");
+        drop(busy);
+        tokio::time::sleep(settled).await;
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn reservations_wait_for_memory_and_give_it_back() {

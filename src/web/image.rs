@@ -368,7 +368,6 @@ impl PngCache {
             cache.release_kept_pixels();
             // Normally given up by the encode already; never leave others waiting for nothing.
             segment.release_png_claim(seq);
-            let _ = leave_segment_pages(&segment).await;
         });
     }
 }
@@ -552,15 +551,6 @@ fn from_area(shared: SharedPng, mut timing: ServerTiming) -> EncodedPng {
     }
 }
 
-/// Drops the segment's pages from this server's page tables, on a blocking thread: for the
-/// server that stored an image, once it is done with it (see [`Segment::drop_resident_pages`]).
-/// The pages stay in the segment for the other servers; without this, the writer's resident
-/// set would go on counting both slots and the PNG area, written over successive uploads.
-fn leave_segment_pages(segment: &Arc<Segment>) -> tokio::task::JoinHandle<()> {
-    let segment = Arc::clone(segment);
-    tokio::task::spawn_blocking(move || segment.drop_resident_pages())
-}
-
 /// Middleware of `POST /image`: once an upload is stored (201, or the redirect to the page
 /// that shows it), starts its PNG in the background (see [`PngCache::encode_in_background`]).
 pub(crate) async fn encode_after_upload(
@@ -580,7 +570,6 @@ pub(crate) async fn encode_after_upload(
         if response.extensions().get::<PngShared>().is_some() {
             // The upload's own PNG data is the image's PNG: nothing to encode.
             state.png.forget();
-            drop(leave_segment_pages(&state.segment));
         } else {
             state
                 .png

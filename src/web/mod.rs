@@ -86,6 +86,12 @@ pub struct AppState {
 impl AppState {
     /// State for a server attached to `segment`.
     pub fn new(segment: Arc<Segment>, limits: Limits) -> AppState {
+        let budget = budget::MemoryBudget::new(limits.max_memory);
+        // The segment keeps its pages for every server: a server at rest that stored images
+        // need not go on counting both slots and the PNG area as its own. Its next upload maps
+        // the slot's pages again (see docs/PERFORMANCE.md for what that costs).
+        let resting = Arc::clone(&segment);
+        budget.at_rest(move || resting.drop_resident_pages_if_written());
         AppState {
             limits,
             png: Arc::new(image::PngCache::default()),
@@ -93,7 +99,7 @@ impl AppState {
             allowed_hosts: Arc::new(guard::AllowedHosts::default()),
             last_upload: Arc::new(Mutex::new(None)),
             live: Arc::new(live::LiveFeed::new(&segment)),
-            budget: budget::MemoryBudget::new(limits.max_memory),
+            budget,
             segment,
         }
     }

@@ -74,7 +74,7 @@ async fn after_three_4k_uploads_the_writer_holds_at_most_three_images_above_idle
 }
 
 #[tokio::test]
-async fn a_writer_done_with_its_uploads_keeps_none_of_the_segments_pages() {
+async fn a_writer_at_rest_keeps_none_of_the_segments_pages_mapped() {
     let segment = fresh_segment();
     let a = spawn_server(&segment);
     let b = spawn_server(&segment);
@@ -92,8 +92,8 @@ async fn a_writer_done_with_its_uploads_keeps_none_of_the_segments_pages() {
         assert_eq!(response.status(), 200);
         response.bytes().await.unwrap();
     }
-    // The pages stay in the segment for every server; the writer, done with them, does not
-    // count them as its own.
+    // The pages stay in the segment for every server; the writer, at rest, no longer counts
+    // them as its own.
     let allowed = decoded / 8;
     let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
