@@ -19,23 +19,25 @@
 //! nothing.
 //!
 //! A server also fixes the threshold above which a buffer is mapped on its own
-//! ([`MAPPED_ALONE_FROM`]): glibc's moving threshold settles on the size of the last buffer it
-//! unmapped, so buffers of one size (the pieces of a PNG being encoded, about a megabyte each)
-//! went on being mapped afresh, each page of each one a page fault (about 4,800 for a
-//! 3840x2160 GET that must encode). Below the threshold they come from the heap and reuse
-//! the pages freed by the last request; image-sized buffers are still mapped alone and given
-//! back the moment they are freed.
+//! ([`MAPPED_ALONE_FROM`]) at the highest value glibc's moving threshold can reach. That one
+//! rises only when a mapped buffer larger than it is freed, so in a server that had only
+//! encoded, the pieces of each PNG (about a megabyte each) went on being mapped afresh, each
+//! page of each one a page fault (about 4,800 for a 3840x2160 GET that must encode). Below
+//! the threshold, buffers come from the heap and reuse the pages the last request freed, until
+//! the server is at rest. A lower threshold (4 MiB, measured) keeps less between requests but
+//! maps every upload's body and decoded pixels afresh: 3840x2160 uploads and reads of a shared
+//! PNG were 10-20 ms slower.
 //!
 //! These are the only `unsafe` code outside [`crate::segment`].
 
-/// Buffers of at least this many bytes (an image's pixels, a whole file) are mapped on their
-/// own, and unmapped when freed. Smaller ones (the pieces of a PNG being encoded, about a
-/// megabyte each) come from the heap, whose free pages later allocations reuse.
-const MAPPED_ALONE_FROM: usize = 4 << 20;
+/// Buffers of at least this many bytes (the pixels of a 7680x4320 image, say; a 3840x2160
+/// one takes 25 to 33 MB at 8 bits per sample) are mapped on their own, and unmapped when freed. Smaller ones come from the heap, whose free
+/// pages later allocations reuse.
+const MAPPED_ALONE_FROM: usize = 32 << 20;
 
 /// Free memory at the top of the heap beyond this is given back at once; the rest waits for
 /// [`release_free_memory`].
-const TRIM_ABOVE: usize = 32 << 20;
+const TRIM_ABOVE: usize = 64 << 20;
 
 /// Makes every thread allocate from one heap, so that [`release_free_memory`] reaches every
 /// freed buffer. Call it before the process starts its threads.
