@@ -25,14 +25,17 @@
 //! page of each one a page fault (about 4,800 for a 3840x2160 GET that must encode). Below
 //! the threshold, buffers come from the heap and reuse the pages the last request freed, until
 //! the server is at rest. A lower threshold (4 MiB, measured) keeps less between requests but
-//! maps every upload's body and decoded pixels afresh: 3840x2160 uploads and reads of a shared
-//! PNG were 10-20 ms slower.
+//! maps every upload's body and decoded pixels afresh: in two runs each, the share of a
+//! 3840x2160 JPEG took 102-124 ms against 90-98, a second server's GET of a shared 3840x2160
+//! PNG 20-22 ms against 13. (On 64-bit glibc; a 32-bit one refuses a threshold this high and
+//! keeps its own.)
 //!
 //! These are the only `unsafe` code outside [`crate::segment`].
 
-/// Buffers of at least this many bytes (the pixels of a 7680x4320 image, say; a 3840x2160
-/// one takes 25 to 33 MB at 8 bits per sample) are mapped on their own, and unmapped when freed. Smaller ones come from the heap, whose free
-/// pages later allocations reuse.
+/// Buffers of at least this many bytes are mapped on their own, and unmapped when freed: the
+/// pixels of a 7680x4320 image, say. Smaller ones come from the heap, whose free pages later
+/// allocations reuse: among them a 3840x2160 image's pixels (24.9 MB in RGB, 33.2 MB = 31.6
+/// MiB in RGBA, both at 8 bits per sample).
 const MAPPED_ALONE_FROM: usize = 32 << 20;
 
 /// Free memory at the top of the heap beyond this is given back at once; the rest waits for

@@ -141,7 +141,8 @@ impl Mapping {
         // For a MAP_SHARED mapping of a shared-memory object, MADV_DONTNEED only removes our
         // page-table entries: no byte of the object changes, and other processes' mappings
         // are untouched. Accesses from other threads meanwhile fault the same pages back in.
-        // If the mapping was replaced by private zero pages (see `sigbus`), they stay zeros.
+        // If the mapping was replaced by private zero pages (see `sigbus`), they are discarded
+        // and read as zeros again; nothing read from a poisoned mapping is trusted anyway.
         // A failure (a kernel that refuses) changes nothing, so its result is not needed.
         unsafe {
             libc::madvise(self.as_ptr().cast(), self.len(), libc::MADV_DONTNEED);

@@ -20,8 +20,9 @@
 //! large request, while requests that follow each other closely reuse those buffers instead of
 //! paying for fresh pages (a page fault costs 2 to 9 µs per 4 KiB on the machine of
 //! docs/PERFORMANCE.md, more than copying the page). At the same moment the server does its
-//! other work at rest ([`MemoryBudget::at_rest`]): it drops the segment's pages from its page
-//! tables, which the segment keeps for every process anyway.
+//! other work at rest ([`MemoryBudget::on_rest`]): if it stored an image since its last rest,
+//! it drops the segment's pages from its page tables, which the segment keeps for every
+//! process anyway.
 
 use super::AppError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -146,13 +147,16 @@ impl MemoryBudget {
 
     /// Has `work` done, on a blocking thread, each time free memory goes back to the system
     /// after a large reservation (see the module docs). Only the first call counts.
-    pub fn at_rest(&self, work: impl Fn() + Send + Sync + 'static) {
+    pub fn on_rest(&self, work: impl Fn() + Send + Sync + 'static) {
         let _ = self.rest_work.set(RestWork(Box::new(work)));
     }
 
-    /// The work at rest: the caller's, then giving free memory back.
-    fn rest(&self) {
-        if let Some(work) = self.rest_work.get() {
+    /// The work at rest: the caller's, then giving free memory back. With `seen`, the
+    /// caller's work is skipped if a reservation was made since the count was `seen`: a request
+    /// that started meanwhile would pay for it (its write mapping the segment's pages again).
+    fn rest(&self, seen: Option<u64>) {
+        let still_idle = seen.is_none_or(|seen| self.reserved.load(Ordering::Relaxed) == seen);
+        if still_idle && let Some(work) = self.rest_work.get() {
             (work.0)();
         }
         crate::allocator::release_free_memory();
@@ -164,7 +168,7 @@ impl MemoryBudget {
     fn release_when_idle(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             self.release_pending.store(false, Ordering::Relaxed);
-            self.rest();
+            self.rest(None);
             return;
         };
         let seen = self.reserved.load(Ordering::Relaxed);
@@ -175,7 +179,7 @@ impl MemoryBudget {
                 && *budget.free.lock().unwrap_or_else(PoisonError::into_inner) == budget.total;
             // Otherwise the budget was used since: the end of that use plans the release anew.
             if idle && budget.release_pending.swap(false, Ordering::Relaxed) {
-                let _ = tokio::task::spawn_blocking(move || budget.rest()).await;
+                let _ = tokio::task::spawn_blocking(move || budget.rest(Some(seen))).await;
             }
         });
     }
@@ -289,7 +293,7 @@ mod tests {
         let budget = MemoryBudget::new(100 * MIB);
         let runs = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&runs);
-        budget.at_rest(move || {
+        budget.on_rest(move || {
             counted.fetch_add(1, Ordering::Relaxed);
         });
         let settled = RELEASE_WHEN_IDLE_FOR * 3;

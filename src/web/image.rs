@@ -29,7 +29,7 @@
 
 use super::budget::{self, MemoryBudget, Reservation};
 use super::error::Reply;
-use super::png_file::PngFile;
+use super::png_pieces::PngPieces;
 use super::timing::ServerTiming;
 use super::upload::PngShared;
 use super::{AppError, AppState, blocking};
@@ -78,7 +78,7 @@ fn encode_reservation(len: usize) -> u64 {
 #[derive(Debug, Clone)]
 pub struct EncodedPng {
     pub image: ImageId,
-    pub png: PngFile,
+    pub png: PngPieces,
     /// How long reading the pixels and encoding them took.
     pub timing: ServerTiming,
 }
@@ -303,7 +303,7 @@ impl PngCache {
         );
         Ok(EncodedPng {
             image: stored.info.id(),
-            png: PngFile::from(png),
+            png: PngPieces::from(png),
             timing,
         })
     }
@@ -422,7 +422,7 @@ fn encode_from_slot(segment: &Segment) -> Result<Option<EncodedPng>, AppError> {
     if source.replaced.into_inner() {
         return Ok(None);
     }
-    let png = PngFile::from_pieces(png?);
+    let png = PngPieces::from_pieces(png?);
     tracing::debug!(
         seq = info.seq,
         bytes = png.len(),
@@ -499,7 +499,7 @@ fn share_png(
     claim: Option<ClaimedPng>,
     sharing: Sharing,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let publish = |segment: &Segment, seq, png: &PngFile| {
+    let publish = |segment: &Segment, seq, png: &PngPieces| {
         if let Err(error) = segment.publish_png_parts(seq, &png.pieces()) {
             tracing::warn!(%error, "cannot share the PNG with the other servers");
         }
@@ -546,7 +546,7 @@ fn from_area(shared: SharedPng, mut timing: ServerTiming) -> EncodedPng {
     timing.describe("png", "shared");
     EncodedPng {
         image: shared.image(),
-        png: PngFile::from(shared.png),
+        png: PngPieces::from(shared.png),
         timing,
     }
 }

@@ -28,7 +28,7 @@ pub mod guard;
 pub mod image;
 pub mod live;
 pub mod page;
-pub mod png_file;
+pub mod png_pieces;
 pub mod resized;
 pub mod serve;
 pub mod timing;
@@ -90,8 +90,14 @@ impl AppState {
         // The segment keeps its pages for every server: a server at rest that stored images
         // need not go on counting both slots and the PNG area as its own. Its next upload maps
         // the slot's pages again (see docs/PERFORMANCE.md for what that costs).
-        let resting = Arc::clone(&segment);
-        budget.at_rest(move || resting.drop_resident_pages_if_written());
+        // Weak: a shutting-down server must be able to take the segment back whole to detach
+        // it, even while a rest is still planned.
+        let resting = Arc::downgrade(&segment);
+        budget.on_rest(move || {
+            if let Some(segment) = resting.upgrade() {
+                segment.drop_resident_pages_if_written();
+            }
+        });
         AppState {
             limits,
             png: Arc::new(image::PngCache::default()),

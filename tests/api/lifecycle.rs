@@ -126,3 +126,27 @@ async fn the_image_outlives_a_stopped_server_and_the_last_one_removes_the_segmen
         "left in /dev/shm"
     );
 }
+
+#[tokio::test]
+async fn a_server_stopped_right_after_a_large_upload_detaches_at_once() {
+    let segment = fresh_segment();
+    let mut a = spawn_server(&segment);
+    // Large enough that its end plans the server's rest, half a second later.
+    let picture = rgb8(2000, 1500, 4);
+    let response = a
+        .upload(encode(&picture, ImageFormat::Png), "large.png", "image/png")
+        .await;
+    assert_eq!(response.status(), 201);
+    let status = a.stop();
+    assert!(status.success(), "stops cleanly on SIGTERM: {status}");
+    let log = a.log();
+    assert!(
+        log.contains("this was the last server, so the segment is gone"),
+        "{log}"
+    );
+    assert_eq!(
+        shm_files(&segment),
+        Vec::<String>::new(),
+        "left in /dev/shm"
+    );
+}

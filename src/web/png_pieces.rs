@@ -2,12 +2,12 @@
 //! are.
 //!
 //! The encoder hands a large image's PNG over a band of rows at a time (see
-//! `imaging::encode_png_from`). Joining the bands would copy the whole file into memory of its
-//! own, and a server at rest has given its free memory back to the system, so that memory
-//! would be fresh pages: for a 3840x2160 photo, about four thousand page faults and a 16 MB
-//! copy before the first byte is sent. A [`PngFile`] keeps the pieces instead; the cache holds
-//! it, the segment's PNG area takes it piece by piece, and [`PngFile::body`] sends it with its
-//! `Content-Length`, each piece as one frame.
+//! `imaging::encode_png_from`). Joining the bands would copy the whole file (16 MB for a
+//! 3840x2160 photo) into memory of its own before the first byte is sent. [`PngPieces`] keeps
+//! the pieces instead: the cache holds it, the segment's PNG area takes it piece by piece, and
+//! [`PngPieces::body`] sends it with its `Content-Length`, each piece as one frame. (A PNG
+//! encoded from a whole copy, after a write raced the read, or copied out of the PNG area, is
+//! one piece.)
 
 use axum::body::{Body, Bytes};
 use std::convert::Infallible;
@@ -17,16 +17,16 @@ use std::task::{Context, Poll};
 
 /// A PNG file as pieces that, one after the other, are its bytes. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct PngFile {
+pub struct PngPieces {
     pieces: Arc<[Bytes]>,
     len: u64,
 }
 
-impl PngFile {
+impl PngPieces {
     /// The file whose bytes are `pieces`, in order.
-    pub fn from_pieces(pieces: Vec<Vec<u8>>) -> PngFile {
+    pub fn from_pieces(pieces: Vec<Vec<u8>>) -> PngPieces {
         let len = pieces.iter().map(|piece| piece.len() as u64).sum();
-        PngFile {
+        PngPieces {
             pieces: pieces.into_iter().map(Bytes::from).collect(),
             len,
         }
@@ -63,13 +63,13 @@ impl PngFile {
     }
 }
 
-impl From<Vec<u8>> for PngFile {
-    fn from(file: Vec<u8>) -> PngFile {
-        PngFile::from_pieces(vec![file])
+impl From<Vec<u8>> for PngPieces {
+    fn from(file: Vec<u8>) -> PngPieces {
+        PngPieces::from_pieces(vec![file])
     }
 }
 
-impl PartialEq<[u8]> for PngFile {
+impl PartialEq<[u8]> for PngPieces {
     fn eq(&self, other: &[u8]) -> bool {
         self.len == other.len() as u64 && {
             let mut rest = other;
@@ -82,7 +82,7 @@ impl PartialEq<[u8]> for PngFile {
     }
 }
 
-/// The body of [`PngFile::body`].
+/// The body of [`PngPieces::body`].
 struct PiecesBody {
     pieces: Arc<[Bytes]>,
     /// The piece to send next.
@@ -123,8 +123,8 @@ impl http_body::Body for PiecesBody {
 mod tests {
     use super::*;
 
-    fn file() -> PngFile {
-        PngFile::from_pieces(vec![b"\x89PNG".to_vec(), Vec::new(), b"IDAT..".to_vec()])
+    fn file() -> PngPieces {
+        PngPieces::from_pieces(vec![b"\x89PNG".to_vec(), Vec::new(), b"IDAT..".to_vec()])
     }
 
     #[test]
@@ -135,7 +135,7 @@ mod tests {
         assert!(file == *b"\x89PNGIDAT..".as_slice());
         assert!(file != *b"\x89PNGIDAT.!".as_slice());
         assert!(file != *b"\x89PNGIDAT.".as_slice());
-        assert!(PngFile::from(Vec::new()).is_empty());
+        assert!(PngPieces::from(Vec::new()).is_empty());
     }
 
     #[tokio::test]
