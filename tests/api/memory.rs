@@ -24,6 +24,22 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
+/// Waits (at most [`SETTLE_DEADLINE`]) until `field` of the server's status is at most
+/// `allowed` bytes; the last value if it never was.
+async fn settles_at_most(server: &TestServer, field: &str, allowed: u64) -> Result<(), u64> {
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    loop {
+        let bytes = status_bytes(server, field);
+        if bytes <= allowed {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(bytes);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn after_three_4k_uploads_the_writer_at_rest_holds_little_more_than_its_png() {
     let segment = fresh_segment();
@@ -51,15 +67,8 @@ async fn after_three_4k_uploads_the_writer_at_rest_holds_little_more_than_its_pn
 
     // At rest the writer keeps its PNG of the last image (at most about one decoded image),
     // not the freed bodies and decode buffers, nor the segment's pages, which it drops.
-    let allowed = idle + 3 * decoded / 2;
-    let deadline = Instant::now() + SETTLE_DEADLINE;
-    loop {
-        let rss = status_bytes(&a, "VmRSS");
-        if rss <= allowed {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
+    if let Err(rss) = settles_at_most(&a, "VmRSS", idle + 3 * decoded / 2).await {
+        panic!(
             "the writer holds {:.1} MB ({:.1} MB anonymous, {:.1} MB shared), more than idle \
              ({:.1} MB) plus one and a half decoded images ({:.1} MB each), {} s after its last \
              upload",
@@ -70,7 +79,6 @@ async fn after_three_4k_uploads_the_writer_at_rest_holds_little_more_than_its_pn
             mb(decoded),
             SETTLE_DEADLINE.as_secs()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -95,22 +103,14 @@ async fn a_writer_at_rest_keeps_none_of_the_segments_pages_mapped() {
     }
     // The pages stay in the segment for every server; the writer, at rest, no longer counts
     // them as its own.
-    let allowed = decoded / 8;
-    let deadline = Instant::now() + SETTLE_DEADLINE;
-    loop {
-        let shared = status_bytes(&a, "RssShmem");
-        if shared <= allowed {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
+    if let Err(shared) = settles_at_most(&a, "RssShmem", decoded / 8).await {
+        panic!(
             "the writer still maps {:.1} MB of shared memory ({:.1} MB per image) {} s after \
              its last upload",
             mb(shared),
             mb(decoded),
             SETTLE_DEADLINE.as_secs()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // B, and A itself, still serve the image whole.
     for server in [&b, &a] {
