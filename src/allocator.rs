@@ -19,7 +19,7 @@
 //! nothing.
 //!
 //! A server also fixes the threshold above which a buffer is mapped on its own
-//! ([`MAPPED_ALONE_FROM`]) at the highest value glibc's moving threshold can reach. That one
+//! (`MAPPED_ALONE_FROM`) at the highest value glibc's moving threshold can reach. That one
 //! rises only when a mapped buffer larger than it is freed, so in a server that had only
 //! encoded, the pieces of each PNG (about a megabyte each) went on being mapped afresh, each
 //! page of each one a page fault (about 4,800 for a 3840x2160 GET that must encode). Below

@@ -43,8 +43,9 @@
 //! # Bands, rows and memory
 //!
 //! A large image is cut into more bands than there are cores (about [`BAND_LEN`] bytes of
-//! pixels each); workers, one per core, take the bands in order, and the calling thread joins
-//! each band's bytes to the file as soon as it and every band above it are done. The rows come
+//! pixels each); workers, one per core, take the bands in order, and the calling thread hands
+//! each band's bytes on as soon as it and every band above it are done: [`write_png`] joins
+//! them into the file, [`write_png_from`] leaves them as pieces of it. The rows come
 //! from a [`RowSource`]: a slice in memory, or a copy of each band (and the row above it) made
 //! by the worker that encodes it, just before it compresses it ([`write_png_from`]). So the
 //! image never has to be copied whole, and each band is read from a buffer small enough to stay

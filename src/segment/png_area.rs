@@ -6,8 +6,8 @@
 //! same counter, the same [`DataHeader`](super::layout::DataHeader)). The protocol is in the
 //! `segment` module docs ("The PNG area"); in short:
 //!
-//! - [`Segment::publish_png`] writes under the lock, inside a seqlock (`version` odd while it
-//!   writes), and only for the image that is still published.
+//! - [`Segment::publish_png_parts`] writes under the lock, inside a seqlock (`version` odd
+//!   while it writes), and only for the image that is still published.
 //! - [`Segment::shared_png`] reads without a lock and trusts nothing: the record must name the
 //!   published image (its `seq`, its `written_at_ns`, this incarnation of the segment), its
 //!   sizes must fit the data object's real length and a bound derived from the image, the copy
@@ -287,14 +287,9 @@ impl Segment {
         }))
     }
 
-    /// Publishes `png`, a PNG of image `seq`, in the PNG area, unless `seq` is no longer the
+    /// Publishes a PNG of image `seq`, whose bytes are `parts` one after the other (copied into
+    /// the area without being joined first), in the PNG area, unless `seq` is no longer the
     /// published image. Returns whether it did. Blocks for the lock and the copy.
-    pub fn publish_png(&self, seq: u64, png: &[u8]) -> Result<bool, SegmentError> {
-        self.publish_png_parts(seq, &[png])
-    }
-
-    /// [`Self::publish_png`] for a PNG in pieces (`parts`, one after the other), copied into
-    /// the area without being joined first.
     pub fn publish_png_parts(&self, seq: u64, parts: &[&[u8]]) -> Result<bool, SegmentError> {
         self.check_header()?;
         let guard = self.lock()?;
