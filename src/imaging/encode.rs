@@ -14,8 +14,9 @@
 //! in less time. `Adaptive` is never far from the best and never much worse.
 
 use super::EncodeError;
-use super::png_writer::{RowSource, write_png, write_png_from};
+use super::png_writer::{RowSource, source_rows, write_png, write_png_from};
 use crate::raster::{PixelFormat, Raster};
+use std::ops::Range;
 
 /// A PNG of exactly `raster`'s pixels, in its own pixel format, encoded fast.
 ///
@@ -33,17 +34,39 @@ pub fn encode_png(raster: &Raster) -> Result<Vec<u8>, EncodeError> {
 }
 
 /// The PNG [`encode_png`] makes of a `width` x `height` image of `format`, its rows read from
-/// `source` band by band by the threads that encode them (the segment's slot, say): the image
-/// is never copied whole. The file comes in the pieces it was made in, in order (a band of
-/// rows each, between the opening and closing chunks), so that it need not be copied whole
-/// either. Stops at the first error of the source.
+/// `source` band by band by the threads that encode them (ranges [`png_source_rows`] lists),
+/// handed to `emit` in the pieces it is made in, in order and each as soon as it and those
+/// before it are done (a band of rows each, between the opening and closing chunks): the file
+/// need not be joined, and can be sent while the bands below are still being encoded. Stops
+/// at the first error of the source; what was emitted then is not a whole PNG.
 pub fn encode_png_from(
     source: &dyn RowSource,
     width: u32,
     height: u32,
     format: PixelFormat,
-) -> Result<Vec<Vec<u8>>, EncodeError> {
-    write_png_from(source, width, height, format)
+    emit: &mut dyn FnMut(Vec<u8>),
+) -> Result<(), EncodeError> {
+    write_png_from(source, width, height, format, emit)
+}
+
+/// The ranges of rows [`encode_png_from`] asks its source for, one per band (with the row
+/// above it), in order: what a source that copies rows ahead of the encoder copies.
+pub fn png_source_rows(width: u32, height: u32, format: PixelFormat) -> Vec<Range<usize>> {
+    source_rows(width, height, format)
+}
+
+/// A raster's own rows, for [`encode_png_from`].
+impl RowSource for Raster {
+    fn rows<'b>(
+        &'b self,
+        rows: Range<usize>,
+        _buffer: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], EncodeError> {
+        let row_len = self.width() as usize * self.format().bytes_per_pixel() as usize;
+        self.pixels()
+            .get(rows.start * row_len..rows.end * row_len)
+            .ok_or_else(|| EncodeError(format!("rows {rows:?} are not in the image")))
+    }
 }
 
 /// A small 8-bit PNG preview whose longer side is at most `max_side` pixels.

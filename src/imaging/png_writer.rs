@@ -136,35 +136,48 @@ pub(super) fn write_png(
 }
 
 /// Writes the PNG of a `width` x `height` image of `format` whose rows come from `source`
-/// (see the module docs), with the layout [`write_png`] uses, and leaves it in the pieces it
-/// was made in: the signature and `IHDR`, each band, the closing chunks. Joined in order they
-/// are the file [`write_png`] makes; sent or copied as they are, they spare a copy of the whole
-/// file into memory of its own. Stops at the first error of the source.
+/// (see the module docs), with the layout [`write_png`] uses, handing it to `emit` in the
+/// pieces it is made in, each as soon as it and every piece before it are done: the signature
+/// and `IHDR`, each band, the closing chunks. Joined in order they are the file [`write_png`]
+/// makes; sent or copied as they are, they spare a copy of the whole file into memory of its
+/// own. Stops at the first error of the source; what was emitted then is not a whole PNG.
 pub fn write_png_from(
     source: &dyn RowSource,
     width: u32,
     height: u32,
     format: PixelFormat,
-) -> Result<Vec<Vec<u8>>, EncodeError> {
-    let len = format
+    emit: &mut dyn FnMut(Vec<u8>),
+) -> Result<(), EncodeError> {
+    let layout = production_layout(pixel_len(width, height, format));
+    write_pieces_with(source, width, height, format, layout, &mut |mut piece| {
+        // A band's room for the worst case (stored blocks) that it did not use goes back:
+        // the pieces may be kept for a long time. Shrinking happens in place.
+        piece.shrink_to_fit();
+        emit(piece);
+    })
+}
+
+/// The ranges of rows [`write_png_from`] asks its source for, each once, for a `width` x
+/// `height` image of `format`: one per band, each with the row above the band (which filtering
+/// needs), in the order of the bands. A source that reads ahead can copy exactly these.
+pub fn source_rows(width: u32, height: u32, format: PixelFormat) -> Vec<Range<usize>> {
+    let height = height as usize;
+    let layout = production_layout(pixel_len(width, height as u32, format));
+    let bands = layout.bands.unwrap_or(1).clamp(1, height.max(1));
+    let boundary = |band: usize| (band as u64 * height as u64 / bands as u64) as usize;
+    (0..bands)
+        .map(|band| boundary(band).saturating_sub(1)..boundary(band + 1))
+        .filter(|rows| !rows.is_empty())
+        .collect()
+}
+
+/// Bytes of pixels of a `width` x `height` image of `format`, or `usize::MAX` if that does
+/// not fit.
+fn pixel_len(width: u32, height: u32, format: PixelFormat) -> usize {
+    format
         .byte_len(width, height)
         .and_then(|len| usize::try_from(len).ok())
-        .unwrap_or(usize::MAX);
-    let mut pieces = Vec::new();
-    write_pieces_with(
-        source,
-        width,
-        height,
-        format,
-        production_layout(len),
-        &mut |mut piece| {
-            // A band's room for the worst case (stored blocks) that it did not use goes back:
-            // the pieces may be kept for a long time. Shrinking happens in place.
-            piece.shrink_to_fit();
-            pieces.push(piece);
-        },
-    )?;
-    Ok(pieces)
+        .unwrap_or(usize::MAX)
 }
 
 /// The layout for `len` bytes of pixels: one band for small images, else bands of about

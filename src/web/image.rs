@@ -30,22 +30,20 @@
 use super::budget::{self, MemoryBudget, Reservation};
 use super::error::Reply;
 use super::png_pieces::PngPieces;
+use super::png_stream::{GrowingPng, StreamHead};
+use super::slot_rows::SlotRows;
 use super::timing::ServerTiming;
 use super::upload::PngShared;
 use super::{AppError, AppState, blocking};
-use crate::imaging::{self, EncodeError, RowSource};
-use crate::segment::{
-    ClaimedPng, ImageId, PinnedImage, PngClaim, PngLookup, Segment, SegmentError, SharedPng,
-    StoredImage,
-};
+use crate::imaging;
+use crate::segment::{ClaimedPng, ImageId, PngClaim, PngLookup, Segment, SharedPng, StoredImage};
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -59,19 +57,12 @@ pub const SHARED_ENCODE_WAIT: Duration = Duration::from_secs(3);
 /// larger ones are given back to the system after their encode.
 pub(super) const KEPT_PIXELS_MAX: usize = 128 * 1024 * 1024;
 
-/// What the bands being encoded take besides the PNG, for an image of `len` bytes of pixels:
-/// each encoder thread's copy of its band and the bands it finished before the ones above them
-/// (about a megabyte each, see `imaging::RowSource`), three per core, and never more than the
-/// image itself.
-fn bands_in_flight(len: usize) -> u64 {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    len.min(cores.saturating_mul(3 << 20)) as u64
-}
-
 /// The memory an encode of an image of `len` bytes of pixels reserves before it reads it: a PNG
-/// of at most about the pixels' size (a shared PNG is smaller) and the bands in flight.
+/// of at most about the pixels' size (a shared PNG is smaller), and the pixels, which are
+/// copied out of the slot ahead of the encoder (see [`SlotRows`]), or whole if a write raced
+/// that copy.
 fn encode_reservation(len: usize) -> u64 {
-    len as u64 + bands_in_flight(len) + (1 << 20)
+    (len as u64).saturating_mul(2) + (1 << 20)
 }
 
 /// A PNG of the segment's image, with the image it is of.
@@ -81,6 +72,15 @@ pub struct EncodedPng {
     pub png: PngPieces,
     /// How long reading the pixels and encoding them took.
     pub timing: ServerTiming,
+}
+
+/// What a response sends of the PNG.
+pub enum PngReply {
+    /// The whole PNG, and how the request got it.
+    Whole(EncodedPng, Served),
+    /// The PNG being encoded by this request, sent as it is made, and what the response's
+    /// head says.
+    Streamed(Arc<GrowingPng>, StreamHead),
 }
 
 /// How a request got its PNG.
@@ -124,18 +124,67 @@ impl PngCache {
         budget: &Arc<MemoryBudget>,
         image: ImageId,
     ) -> Result<(EncodedPng, Served), AppError> {
-        self.fetch(segment, budget, image, Sharing::AfterReturning)
+        self.fetch(segment, budget, image, Sharing::AfterReturning, None)
             .await
     }
 
+    /// [`PngCache::current`] for a response: if this request encodes a large image, the
+    /// PNG's pieces as they are made, from the moment the encode is certain to finish with the
+    /// image it began (see [`GrowingPng`]); else the whole PNG once it is there. The encode runs
+    /// to its end, and is cached and shared, even if the client goes away.
+    pub async fn current_for_response(
+        self: &Arc<Self>,
+        segment: &Arc<Segment>,
+        budget: &Arc<MemoryBudget>,
+        image: ImageId,
+    ) -> Result<PngReply, AppError> {
+        if let Some(png) = self.cached(image) {
+            return Ok(PngReply::Whole(png, Served::Cached));
+        }
+        let stream = Arc::new(GrowingPng::new());
+        let mut fetch = tokio::spawn({
+            let (cache, segment, budget) =
+                (Arc::clone(self), Arc::clone(segment), Arc::clone(budget));
+            let stream = Arc::clone(&stream);
+            async move {
+                let fetched = cache
+                    .fetch(
+                        &segment,
+                        &budget,
+                        image,
+                        Sharing::AfterReturning,
+                        Some(&stream),
+                    )
+                    .await;
+                stream.finish(fetched.is_ok());
+                fetched
+            }
+        });
+        tokio::select! {
+            fetched = &mut fetch => match fetched {
+                Ok(fetched) => fetched.map(|(png, served)| PngReply::Whole(png, served)),
+                Err(error) => Err(AppError::Internal(format!("the PNG's encode failed: {error}"))),
+            },
+            Some(head) = stream.opened() => Ok(PngReply::Streamed(stream, head)),
+        }
+    }
+
+    /// The PNG of `image` if the cache holds it already.
+    fn cached(&self, image: ImageId) -> Option<EncodedPng> {
+        let latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        let png = latest.as_ref()?.png.get()?;
+        (png.image == image).then(|| png.clone())
+    }
+
     /// [`PngCache::current`], a PNG encoded here being shared with the other servers as
-    /// `sharing` says.
+    /// `sharing` says, and handed to `stream` as it is made.
     async fn fetch(
         self: &Arc<Self>,
         segment: &Arc<Segment>,
         budget: &Arc<MemoryBudget>,
         image: ImageId,
         sharing: Sharing,
+        stream: Option<&Arc<GrowingPng>>,
     ) -> Result<(EncodedPng, Served), AppError> {
         let entry = {
             let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
@@ -164,13 +213,14 @@ impl PngCache {
         let segment = Arc::clone(segment);
         let budget = Arc::clone(budget);
         let mut encoded_here = false;
+        let stream = stream.cloned();
         let png = entry
             .png
             .get_or_try_init(|| {
                 encoded_here = true;
                 let cache = Arc::clone(self);
                 let sharing = entry.sharing;
-                blocking(move || cache.encode_stored(&segment, &budget, sharing))
+                blocking(move || cache.encode_stored(&segment, &budget, sharing, stream.as_deref()))
             })
             .await?
             .clone();
@@ -187,12 +237,14 @@ impl PngCache {
     /// The PNG of the segment's image: from the segment's PNG area if another process
     /// published it, else encoded here (after waiting, within [`SHARED_ENCODE_WAIT`], for a
     /// process that claimed the encode) and published there. The memory for the pixels and the
-    /// PNG is reserved from `budget` first. Blocks.
+    /// PNG is reserved from `budget` first. An encode here hands its pieces to `stream`
+    /// (see [`encode_from_slot`]). Blocks.
     fn encode_stored(
         &self,
         segment: &Arc<Segment>,
         budget: &Arc<MemoryBudget>,
         sharing: Sharing,
+        stream: Option<&GrowingPng>,
     ) -> Result<EncodedPng, AppError> {
         let mut timing = ServerTiming::new();
         // A PNG of at most about the pixels' size, and the bands being encoded (a shared PNG is
@@ -251,7 +303,7 @@ impl PngCache {
                 }
             }
         }
-        let encoded = self.encode_here(segment, budget, memory, len, timing);
+        let encoded = self.encode_here(segment, memory, len, timing, stream);
         if seq.is_some()
             && let Ok(png) = &encoded
         {
@@ -260,20 +312,23 @@ impl PngCache {
         encoded
     }
 
-    /// Encodes the segment's image: band by band straight from its slot, or, if a new image was
-    /// published while it was being read, from a whole copy (into the kept buffer), which a
-    /// stream of writers cannot starve (see [`Segment::read_into`]). Blocks.
+    /// Encodes the segment's image: its bands copied out of the slot ahead of the encoder, or,
+    /// if a new image was published before they all were, from a whole copy (into the kept
+    /// buffer), which a stream of writers cannot starve (see [`Segment::read_into`]). `memory`
+    /// covers both. The pieces go to `stream` as they are made, opened once the pixels are all
+    /// in memory of this server's own. Blocks.
     fn encode_here(
         &self,
         segment: &Segment,
-        budget: &Arc<MemoryBudget>,
         memory: Reservation,
         len: usize,
         mut timing: ServerTiming,
+        stream: Option<&GrowingPng>,
     ) -> Result<EncodedPng, AppError> {
+        let _memory = memory;
         timing.describe("png", "local");
         let started = Instant::now();
-        if let Some(encoded) = encode_from_slot(segment)? {
+        if let Some(encoded) = encode_from_slot(segment, stream, &timing)? {
             timing.describe("read", "slot");
             timing.record_since("encode", started);
             return Ok(encoded.with_timing(timing));
@@ -281,21 +336,36 @@ impl PngCache {
         tracing::debug!("a new image was stored while this one was read; reading it whole");
         let buffer =
             std::mem::take(&mut *self.pixels.lock().unwrap_or_else(PoisonError::into_inner));
-        // The PNG and the pixels (beyond what the kept buffer holds), reserved as one: waiting
-        // for more while holding the first reservation could wait for memory held by itself.
-        let needed = memory.bytes() + len.saturating_sub(buffer.capacity()) as u64;
-        drop(memory);
-        let _memory = budget.reserve(needed, "encoding the image as PNG", budget::WAIT)?;
         let stored = read_pixels(segment, buffer, len, &mut timing)?;
+        let raster = &stored.raster;
+        let (width, height, format) = (raster.width(), raster.height(), raster.format());
+        if let Some(stream) = stream
+            && imaging::png_source_rows(width, height, format).len() > 1
+        {
+            let mut head = timing.clone();
+            head.describe("encode", "streamed");
+            stream.open(StreamHead {
+                image: stored.info.id(),
+                timing: head,
+            });
+        }
         let started = Instant::now();
-        let png = imaging::encode_png(&stored.raster);
+        let mut pieces = Vec::new();
+        let png = imaging::encode_png_from(raster, width, height, format, &mut |piece| {
+            let piece = Bytes::from(piece);
+            if let Some(stream) = stream {
+                stream.push(piece.clone());
+            }
+            pieces.push(piece);
+        });
         timing.record_since("encode", started);
         // Keep the buffer for the next read, unless it is too large to hold on to for good.
         if stored.raster.pixels().len() <= KEPT_PIXELS_MAX {
             *self.pixels.lock().unwrap_or_else(PoisonError::into_inner) =
                 stored.raster.into_pixels();
         }
-        let png = png?;
+        png?;
+        let png = PngPieces::from_bytes(pieces);
         tracing::debug!(
             seq = stored.info.seq,
             bytes = png.len(),
@@ -303,7 +373,7 @@ impl PngCache {
         );
         Ok(EncodedPng {
             image: stored.info.id(),
-            png: PngPieces::from(png),
+            png,
             timing,
         })
     }
@@ -356,7 +426,7 @@ impl PngCache {
             // Shared before `fetch` returns, so that the claim given up below is given up after
             // the PNG is in the area, never before.
             let fetched = cache
-                .fetch(&segment, &budget, image, Sharing::BeforeReturning)
+                .fetch(&segment, &budget, image, Sharing::BeforeReturning, None)
                 .await;
             if let Err(error) = fetched {
                 tracing::info!(seq, %error, "encoding the new image in the background failed");
@@ -394,35 +464,82 @@ pub(crate) fn read_pixels(
         })
 }
 
-/// The PNG of the segment's published image, each band of rows copied out of the slot by the
-/// encoder thread that compresses it, just before it does (see `segment::pinned`): no copy of
-/// the whole image, and every band read from memory small enough to stay in that thread's
-/// cache. `None` if a new image was published before the last band was read: the bands read
-/// may then not all be of one image, and the PNG is thrown away. Blocks.
-fn encode_from_slot(segment: &Segment) -> Result<Option<EncodedPng>, AppError> {
+/// The PNG of the segment's published image, its bands of rows copied out of the slot ahead of
+/// the encoder threads that compress them (see [`SlotRows`]), handed to `stream` as they are
+/// made. The stream is opened (its pieces may be sent) once every band is copied and checked,
+/// with `timing` and the copy's time as its `Server-Timing`; only for an image of several
+/// bands, so that a small PNG is still sent with its length. `None` if a new image was
+/// published before the last band was copied: the bands copied may then not all be of one
+/// image, and what was made is thrown away (the stream was not opened). Blocks.
+fn encode_from_slot(
+    segment: &Segment,
+    stream: Option<&GrowingPng>,
+    timing: &ServerTiming,
+) -> Result<Option<EncodedPng>, AppError> {
     let pinned = segment.pin_image()?.ok_or_else(|| AppError::NoImage {
         segment: segment.name().to_string(),
     })?;
     let info = pinned.info();
-    let source = SlotRows {
-        segment,
-        pinned: &pinned,
-        row_len: info.format.bytes_per_pixel() as usize * info.width as usize,
-        replaced: AtomicBool::new(false),
-        failure: Mutex::new(None),
+    let source = SlotRows::new(segment, &pinned);
+    let started = Instant::now();
+    let copy_ahead = || {
+        if source.copy_ahead()
+            && source.bands() > 1
+            && let Some(stream) = stream
+        {
+            let mut timing = timing.clone();
+            timing.describe("read", "slot");
+            timing.record_since("read", started);
+            timing.describe("encode", "streamed");
+            stream.open(StreamHead {
+                image: info.id(),
+                timing,
+            });
+        }
     };
-    let png = imaging::encode_png_from(&source, info.width, info.height, info.format);
-    if let Some(error) = source
-        .failure
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-    {
+    let mut pieces = Vec::new();
+    let png = std::thread::scope(|scope| {
+        // The copy runs beside the encoder on a thread of its own, unless there is only one
+        // band (or no thread to be had): then it is made first.
+        let copier = (source.bands() > 1)
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("png-copy".to_owned())
+                    .spawn_scoped(scope, copy_ahead)
+                    .ok()
+            })
+            .flatten();
+        if copier.is_none() {
+            copy_ahead();
+        }
+        let png = imaging::encode_png_from(
+            &source,
+            info.width,
+            info.height,
+            info.format,
+            &mut |piece| {
+                let piece = Bytes::from(piece);
+                if let Some(stream) = stream {
+                    stream.push(piece.clone());
+                }
+                pieces.push(piece);
+            },
+        );
+        source.stop();
+        png
+    });
+    let replaced = source.replaced();
+    if let Some(error) = source.into_failure() {
         return Err(error.into());
     }
-    if source.replaced.into_inner() {
+    if replaced {
+        if let Some(stream) = stream {
+            stream.discard();
+        }
         return Ok(None);
     }
-    let png = PngPieces::from_pieces(png?);
+    png?;
+    let png = PngPieces::from_bytes(pieces);
     tracing::debug!(
         seq = info.seq,
         bytes = png.len(),
@@ -433,43 +550,6 @@ fn encode_from_slot(segment: &Segment) -> Result<Option<EncodedPng>, AppError> {
         png,
         timing: ServerTiming::new(),
     }))
-}
-
-/// The rows of a pinned image, each band copied out of its slot by the thread that encodes it;
-/// a band read after a new image was published stops the encode, and says so in `replaced`.
-struct SlotRows<'a> {
-    segment: &'a Segment,
-    pinned: &'a PinnedImage,
-    row_len: usize,
-    /// A new image was published before a band was read.
-    replaced: AtomicBool,
-    /// The segment's answer when a band could not be read (a truncated data object, say),
-    /// kept whole for the reply.
-    failure: Mutex<Option<SegmentError>>,
-}
-
-impl RowSource for SlotRows<'_> {
-    fn rows<'b>(
-        &'b self,
-        rows: Range<usize>,
-        buffer: &'b mut Vec<u8>,
-    ) -> Result<&'b [u8], EncodeError> {
-        let (offset, len) = (rows.start * self.row_len, rows.len() * self.row_len);
-        match self.segment.read_pinned(self.pinned, offset, len, buffer) {
-            Ok(Some(at)) => Ok(&buffer[at..at + len]),
-            Ok(None) => {
-                self.replaced.store(true, Ordering::Relaxed);
-                Err(EncodeError::new(
-                    "a new image was stored while this one was read",
-                ))
-            }
-            Err(error) => {
-                let reason = EncodeError::new(error.to_string());
-                *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
-                Err(reason)
-            }
-        }
-    }
 }
 
 impl EncodedPng {
@@ -623,16 +703,24 @@ pub(crate) async fn serve_full(state: &AppState, headers: &HeaderMap) -> Respons
         }
         Err(error) => return Reply::for_headers(headers).error(error.into(), state),
     };
+    let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))];
     match state
         .png
-        .current(&state.segment, state.budget(), image)
+        .current_for_response(&state.segment, state.budget(), image)
         .await
     {
-        Ok((encoded, served)) => (
+        Ok(PngReply::Whole(encoded, served)) => (
             served_timing(&encoded, served),
             cache_headers(incarnation, encoded.image.seq),
-            [(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))],
+            content_type,
             encoded.png.body(),
+        )
+            .into_response(),
+        Ok(PngReply::Streamed(stream, head)) => (
+            head.timing,
+            cache_headers(incarnation, head.image.seq),
+            content_type,
+            stream.body(),
         )
             .into_response(),
         Err(error) => Reply::for_headers(headers).error(error, state),
@@ -690,6 +778,7 @@ mod tests {
     use super::*;
     use crate::raster::{PixelFormat, Raster};
     use crate::segment::{SegmentConfig, SegmentName};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     fn segment(tag: &str) -> Arc<Segment> {
         let name = format!("u{}-{tag}", std::process::id() % 1_000_000);
@@ -718,7 +807,7 @@ mod tests {
         let segment = segment("png");
         let image = photo(3);
         let info = segment.write(&image).unwrap();
-        let encoded = encode_from_slot(&segment)
+        let encoded = encode_from_slot(&segment, None, &ServerTiming::new())
             .unwrap()
             .expect("nothing was written since");
         assert_eq!(encoded.image, info.id());
@@ -740,7 +829,9 @@ mod tests {
         let PngClaim::Ours(claim) = segment.claim_png(first.seq) else {
             panic!("nobody else claims it")
         };
-        let encoded = encode_from_slot(&segment).unwrap().unwrap();
+        let encoded = encode_from_slot(&segment, None, &ServerTiming::new())
+            .unwrap()
+            .unwrap();
         // A newer image, and the claim on its encode (taken by this process here; any living
         // claimant is the same to the claim word's owner check).
         let second = segment.write(&photo(2)).unwrap();
@@ -802,21 +893,43 @@ mod tests {
         };
         let cache = PngCache::default();
         let len = images[0].pixels().len();
-        // Just enough for an encode that has to fall back to a whole copy.
-        let budget = MemoryBudget::new(encode_reservation(len) + len as u64);
+        // Just enough for one encode: the copy ahead and the whole copy of a raced one are
+        // the same pixels, never both at once.
+        let budget = MemoryBudget::new(encode_reservation(len));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let encode = |during_writes: bool| {
-            busy.store(during_writes, Ordering::Relaxed);
+            if during_writes {
+                // The writer at work before the encode begins: the copy ahead takes a
+                // millisecond, a fraction of the writer's pause when it is idle.
+                let seq = segment.seq();
+                busy.store(true, Ordering::Relaxed);
+                while segment.seq() < seq + 2 {
+                    std::thread::yield_now();
+                }
+            }
             let memory = budget
                 .reserve(encode_reservation(len), "test", budget::WAIT)
                 .unwrap();
+            let stream = Arc::new(GrowingPng::new());
             let encoded = cache
-                .encode_here(&segment, &budget, memory, len, ServerTiming::new())
+                .encode_here(&segment, memory, len, ServerTiming::new(), Some(&stream))
                 .unwrap();
             busy.store(false, Ordering::Relaxed);
             // No write under way from here on.
             drop(writing.lock().unwrap());
             let expected = &pngs[((encoded.image.seq + 1) % 2) as usize];
             assert!(encoded.png == **expected, "image {}", encoded.image.seq);
+            // The stream was opened (the image has several bands), and what it sent is the
+            // PNG of the image its head names, whether it came from the slot or a whole copy.
+            let head = runtime.block_on(stream.opened()).expect("opened");
+            assert_eq!(head.image, encoded.image);
+            stream.finish(true);
+            let sent = runtime
+                .block_on(axum::body::to_bytes(stream.body(), usize::MAX))
+                .unwrap();
+            assert!(encoded.png == sent[..], "image {}", encoded.image.seq);
             encoded.timing.header_value()
         };
         let mut from_copy = 0;

@@ -32,6 +32,15 @@ impl PngPieces {
         }
     }
 
+    /// The file whose bytes are `pieces`, in order.
+    pub fn from_bytes(pieces: Vec<Bytes>) -> PngPieces {
+        let len = pieces.iter().map(|piece| piece.len() as u64).sum();
+        PngPieces {
+            pieces: pieces.into(),
+            len,
+        }
+    }
+
     /// The file's length in bytes.
     pub fn len(&self) -> u64 {
         self.len

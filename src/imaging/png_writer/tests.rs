@@ -419,7 +419,11 @@ fn large_images_are_written_in_several_bands_through_the_public_encoder() {
         row_len: width as usize * 4,
         fail_at: usize::MAX,
     };
-    let pieces = write_png_from(&source, width, height, PixelFormat::Rgba8).unwrap();
+    let mut pieces = Vec::new();
+    write_png_from(&source, width, height, PixelFormat::Rgba8, &mut |piece| {
+        pieces.push(piece)
+    })
+    .unwrap();
     assert!(pieces.concat() == png);
     assert!(pieces.len() >= 3, "{} pieces", pieces.len());
     assert!(pieces.iter().all(|piece| piece.capacity() == piece.len()));
