@@ -82,10 +82,17 @@ async fn get_png(server: &TestServer) -> (&'static str, String, Vec<u8>) {
     assert_eq!(response.status(), 200, "{}", server.log());
     let origin = origin(&response);
     let timing = header(&response, "server-timing");
-    // Sent with its length, however it was made (a local encode is sent in pieces).
+    // Sent with its length, unless this server is encoding it and sends it as it is made.
     let length = header(&response, "content-length");
+    let streamed = timing.contains("encode;desc=streamed");
+    if streamed {
+        assert_eq!(origin, "local", "{timing}");
+        assert_eq!(header(&response, "transfer-encoding"), "chunked", "{timing}");
+    }
     let body = response.bytes().await.unwrap().to_vec();
-    assert_eq!(length, body.len().to_string(), "{timing}");
+    if !streamed {
+        assert_eq!(length, body.len().to_string(), "{timing}");
+    }
     (origin, timing, body)
 }
 
@@ -606,4 +613,75 @@ async fn after_the_sequence_numbers_restart_a_server_serves_the_new_image_not_it
     let (_, timing, png) = get_png(&b).await;
     assert_same_pixels(&decode(&png), &second);
     assert!(!timing.contains("cache;desc=hit"), "{timing}");
+}
+
+/// A large image that nobody encoded yet: the server sends its PNG while it encodes it (no
+/// length in advance, chunked), once the pixels are all copied out of the slot; the file is
+/// exactly the image, and the next request gets the same file, now with its length, from the
+/// cache.
+#[tokio::test]
+async fn a_large_image_encoded_for_a_request_is_sent_while_it_is_encoded() {
+    let segment = fresh_segment();
+    let a = spawn_server(&segment);
+    // 2.8 MB of pixels: several bands.
+    let image = rgb8(1280, 720, 5);
+    put(&segment, &image);
+
+    let response = a.get("/image.png").await;
+    assert_eq!(response.status(), 200, "{}", a.log());
+    let timing = header(&response, "server-timing");
+    assert!(
+        timing.contains("png;desc=local")
+            && timing.contains("read;desc=slot")
+            && timing.contains("read;dur=")
+            && timing.contains("encode;desc=streamed"),
+        "{timing}"
+    );
+    assert_eq!(header(&response, "transfer-encoding"), "chunked");
+    assert_eq!(header(&response, "content-length"), "");
+    let etag = header(&response, "etag");
+    assert!(etag.ends_with("-1\""), "{etag}");
+    let streamed = response.bytes().await.unwrap().to_vec();
+    assert_same_pixels(&decode(&streamed), &image);
+
+    let (origin, timing, cached) = get_png(&a).await;
+    assert_eq!(origin, "other", "{timing}");
+    assert!(timing.contains("cache;desc=hit"), "{timing}");
+    assert_eq!(cached, streamed);
+}
+
+/// Images stored one after the other while a server encodes each for a request: every
+/// response is whole, and is the PNG of exactly the image its ETag names, whether the server
+/// streamed it from the bands copied ahead or read the image whole after a write raced the copy.
+#[tokio::test]
+async fn images_stored_while_the_server_streams_their_pngs_never_mix() {
+    let segment = fresh_segment();
+    let b = spawn_server(&segment);
+    let images = [rgb8(1280, 720, 1), rgb8(1280, 720, 2)];
+    put(&segment, &images[0]);
+    let writer = {
+        let (segment, images) = (segment.clone(), images.clone());
+        std::thread::spawn(move || {
+            // Image 1 was the first; odd numbers are the first image, even ones the second.
+            for round in 1..=8 {
+                put(&segment, &images[round % 2]);
+            }
+        })
+    };
+    let mut responses = 0;
+    while !writer.is_finished() || responses == 0 {
+        let response = b.get("/image.png").await;
+        assert_eq!(response.status(), 200, "{}", b.log());
+        let etag = header(&response, "etag");
+        let seq: usize = etag
+            .trim_matches('"')
+            .split_once('-')
+            .and_then(|(_, seq)| seq.parse().ok())
+            .unwrap_or_else(|| panic!("{etag}"));
+        let png = response.bytes().await.expect("the whole PNG");
+        assert_same_pixels(&decode(&png), &images[(seq + 1) % 2]);
+        responses += 1;
+    }
+    writer.join().unwrap();
+    assert!(responses > 1, "{responses} responses");
 }
