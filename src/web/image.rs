@@ -20,7 +20,10 @@
 //! and `encode` when the encoder read the pixels band by band from the slot (see
 //! [`encode_from_slot`]), or `read` (a whole copy, made when a new image was published during
 //! the first attempt) and `encode`; `cache;desc=hit` when the PNG was already in this
-//! server's cache, `cache;desc=wait` when it waited for another request's encode.
+//! server's cache, `cache;desc=wait` when it waited for another request's encode. A request
+//! that encodes an image of several bands sends the PNG while it is encoded (see
+//! [`PngCache::current_for_response`] and `super::png_stream`): its head then says
+//! `encode;desc=streamed`, with the copy's `read` time, since the encode is not over yet.
 //!
 //! An encode reserves the memory it needs (the PNG and the bands being encoded; the pixels too
 //! if it must copy them whole) from the server's [`super::budget`] before it reads the image.

@@ -87,7 +87,11 @@ async fn get_png(server: &TestServer) -> (&'static str, String, Vec<u8>) {
     let streamed = timing.contains("encode;desc=streamed");
     if streamed {
         assert_eq!(origin, "local", "{timing}");
-        assert_eq!(header(&response, "transfer-encoding"), "chunked", "{timing}");
+        assert_eq!(
+            header(&response, "transfer-encoding"),
+            "chunked",
+            "{timing}"
+        );
     }
     let body = response.bytes().await.unwrap().to_vec();
     if !streamed {
