@@ -164,11 +164,20 @@ pub fn source_rows(width: u32, height: u32, format: PixelFormat) -> Vec<Range<us
     let height = height as usize;
     let layout = production_layout(pixel_len(width, height as u32, format));
     let bands = layout.bands.unwrap_or(1).clamp(1, height.max(1));
-    let boundary = |band: usize| (band as u64 * height as u64 / bands as u64) as usize;
     (0..bands)
-        .map(|band| boundary(band).saturating_sub(1)..boundary(band + 1))
+        .map(|band| {
+            let rows = band_rows(band, bands, height);
+            rows.start.saturating_sub(1)..rows.end
+        })
         .filter(|rows| !rows.is_empty())
         .collect()
+}
+
+/// The rows of band `band` of `bands` of an image `height` rows high, computed in u64 so that
+/// band * height cannot overflow a 32-bit usize.
+fn band_rows(band: usize, bands: usize, height: usize) -> Range<usize> {
+    let boundary = |band: usize| (band as u64 * height as u64 / bands as u64) as usize;
+    boundary(band)..boundary(band + 1)
 }
 
 /// Bytes of pixels of a `width` x `height` image of `format`, or `usize::MAX` if that does
@@ -343,9 +352,7 @@ fn write_pieces_with(
     };
     emit(head);
     let bands = bands.clamp(1, geometry.height);
-    // Row boundaries computed in u64, so that band * height cannot overflow a 32-bit usize.
-    let boundary = |band: usize| (band as u64 * geometry.height as u64 / bands as u64) as usize;
-    let rows = |band: usize| boundary(band)..boundary(band + 1);
+    let rows = |band: usize| band_rows(band, bands, geometry.height);
     let role = |band: usize| {
         if band == 0 {
             BandRole::Opening

@@ -25,8 +25,8 @@
 //! [`PngCache::current_for_response`] and `super::png_stream`): its head then says
 //! `encode;desc=streamed`, with the copy's `read` time, since the encode is not over yet.
 //!
-//! An encode reserves the memory it needs (the PNG and the bands being encoded; the pixels too
-//! if it must copy them whole) from the server's [`super::budget`] before it reads the image.
+//! An encode reserves the memory it needs (the PNG, and the pixels it copies out of the slot)
+//! from the server's [`super::budget`] before it reads the image.
 //! A PNG encoded for a request is published in the PNG area after the reply, on another
 //! blocking thread; the writer's encode of an upload publishes it first ([`Sharing`]).
 
@@ -250,8 +250,8 @@ impl PngCache {
         stream: Option<&GrowingPng>,
     ) -> Result<EncodedPng, AppError> {
         let mut timing = ServerTiming::new();
-        // A PNG of at most about the pixels' size, and the bands being encoded (a shared PNG is
-        // smaller than that). An encode that has to copy the whole image reserves it then.
+        // A PNG of at most about the pixels' size (a shared PNG is smaller than that), and the
+        // copy of the pixels an encode here makes.
         let len = segment.state()?.image.map_or(0, |image| {
             usize::try_from(image.byte_len).unwrap_or(usize::MAX)
         });
@@ -353,22 +353,14 @@ impl PngCache {
             });
         }
         let started = Instant::now();
-        let mut pieces = Vec::new();
-        let png = imaging::encode_png_from(raster, width, height, format, &mut |piece| {
-            let piece = Bytes::from(piece);
-            if let Some(stream) = stream {
-                stream.push(piece.clone());
-            }
-            pieces.push(piece);
-        });
+        let png = encode_into_pieces(raster, width, height, format, stream);
         timing.record_since("encode", started);
         // Keep the buffer for the next read, unless it is too large to hold on to for good.
         if stored.raster.pixels().len() <= KEPT_PIXELS_MAX {
             *self.pixels.lock().unwrap_or_else(PoisonError::into_inner) =
                 stored.raster.into_pixels();
         }
-        png?;
-        let png = PngPieces::from_bytes(pieces);
+        let png = png?;
         tracing::debug!(
             seq = stored.info.seq,
             bytes = png.len(),
@@ -500,7 +492,6 @@ fn encode_from_slot(
             });
         }
     };
-    let mut pieces = Vec::new();
     let png = std::thread::scope(|scope| {
         // The copy runs beside the encoder on a thread of its own, unless there is only one
         // band (or no thread to be had): then it is made first.
@@ -515,19 +506,7 @@ fn encode_from_slot(
         if copier.is_none() {
             copy_ahead();
         }
-        let png = imaging::encode_png_from(
-            &source,
-            info.width,
-            info.height,
-            info.format,
-            &mut |piece| {
-                let piece = Bytes::from(piece);
-                if let Some(stream) = stream {
-                    stream.push(piece.clone());
-                }
-                pieces.push(piece);
-            },
-        );
+        let png = encode_into_pieces(&source, info.width, info.height, info.format, stream);
         source.stop();
         png
     });
@@ -541,8 +520,7 @@ fn encode_from_slot(
         }
         return Ok(None);
     }
-    png?;
-    let png = PngPieces::from_bytes(pieces);
+    let png = png?;
     tracing::debug!(
         seq = info.seq,
         bytes = png.len(),
@@ -553,6 +531,26 @@ fn encode_from_slot(
         png,
         timing: ServerTiming::new(),
     }))
+}
+
+/// The PNG of the image whose rows come from `source`, each piece handed to `stream` too as it
+/// is made.
+fn encode_into_pieces(
+    source: &dyn imaging::RowSource,
+    width: u32,
+    height: u32,
+    format: crate::raster::PixelFormat,
+    stream: Option<&GrowingPng>,
+) -> Result<PngPieces, imaging::EncodeError> {
+    let mut pieces = Vec::new();
+    imaging::encode_png_from(source, width, height, format, &mut |piece| {
+        let piece = Bytes::from(piece);
+        if let Some(stream) = stream {
+            stream.push(piece.clone());
+        }
+        pieces.push(piece);
+    })?;
+    Ok(PngPieces::from_bytes(pieces))
 }
 
 impl EncodedPng {
