@@ -31,6 +31,8 @@
 //! cargo bench --features bench --bench segment          # optional: segment write/read vs memcpy
 //! cargo run --release --features bench --example e2e_bench
 //! cargo run --release --features bench --example e2e_bench -- --quick    # without 7680x4320, fewer repetitions
+//! cargo run --release --features bench --example e2e_bench -- --memory   # only the memory of three 4K cycles
+//! cargo run --release --features bench --example e2e_bench -- --photos DIR # write its photos as PNG and JPEG files
 //! ```
 //!
 //! Qt's path needs `apt-get install python3-pyqt6` (it runs `/usr/bin/python3`, or the
@@ -254,6 +256,21 @@ fn photo_like(width: u32, height: u32) -> RgbImage {
         }
     }
     RgbImage::from_raw(width, height, pixels).expect("a consistent image")
+}
+
+/// Writes the bench's photos of 1920x1080 and 3840x2160 into `dir`, as `photo-WxH.png` and
+/// `photo-WxH.jpg`: the files its uploads send, for loops of one's own (`shmimage put`,
+/// `curl`).
+fn write_photos(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)?;
+    for (width, height) in [(1920, 1080), (3840, 2160)] {
+        let image = photo_like(width, height);
+        let stem = dir.join(format!("photo-{width}x{height}"));
+        std::fs::write(stem.with_extension("png"), png_file(&image)?)?;
+        std::fs::write(stem.with_extension("jpg"), jpeg_file(&image)?)?;
+    }
+    println!("wrote the photos into {}", dir.display());
+    Ok(())
 }
 
 /// The image as a PNG file the way an image editor saves one (zlib's default level).
@@ -574,6 +591,11 @@ async fn main() -> Result<(), Error> {
     {
         return serve_dir(PathBuf::from(dir)).await;
     }
+    if let [flag, dir] = args.as_slice()
+        && flag == "--photos"
+    {
+        return write_photos(Path::new(dir));
+    }
     let quick = args.iter().any(|arg| arg == "--quick");
     let sizes: Vec<(u32, u32, usize)> = if quick {
         SIZES[..3]
@@ -601,6 +623,9 @@ async fn main() -> Result<(), Error> {
 
     // Memory first, on a pair of servers that have seen nothing else.
     let rss = measure_memory(&client, &binary).await?;
+    if args.iter().any(|arg| arg == "--memory") {
+        return Ok(());
+    }
 
     let segment = format!("e2e{}", std::process::id() % 1_000_000);
     let a = Server::shmimage(&binary, &segment)?;

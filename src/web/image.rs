@@ -459,6 +459,10 @@ pub(crate) fn read_pixels(
         })
 }
 
+/// How many bands an encode whose PNG is not streamed copies ahead of its encoder threads:
+/// enough that they never wait for the copy, which runs many times faster than they do.
+const NOT_STREAMED_AHEAD: usize = 4;
+
 /// The PNG of the segment's published image, its bands of rows copied out of the slot ahead of
 /// the encoder threads that compress them (see [`SlotRows`]), handed to `stream` as they are
 /// made. The stream is opened (its pieces may be sent) once every band is copied and checked,
@@ -477,8 +481,8 @@ fn encode_from_slot(
     let info = pinned.info();
     let source = SlotRows::new(segment, &pinned);
     let started = Instant::now();
-    let copy_ahead = || {
-        if source.copy_ahead()
+    let copy_ahead = |ahead: usize| {
+        if source.copy_ahead(ahead)
             && source.bands() > 1
             && let Some(stream) = stream
         {
@@ -492,19 +496,26 @@ fn encode_from_slot(
             });
         }
     };
+    // A stream opens once the last band is copied, so for one the copy runs as far ahead as
+    // it can; an encode nobody waits on holds only a few bands' copies at once.
+    let ahead = if stream.is_some() {
+        usize::MAX
+    } else {
+        NOT_STREAMED_AHEAD
+    };
     let png = std::thread::scope(|scope| {
         // The copy runs beside the encoder on a thread of its own, unless there is only one
-        // band (or no thread to be had): then it is made first.
+        // band (or no thread to be had): then it is made first, whole.
         let copier = (source.bands() > 1)
             .then(|| {
                 std::thread::Builder::new()
                     .name("png-copy".to_owned())
-                    .spawn_scoped(scope, copy_ahead)
+                    .spawn_scoped(scope, || copy_ahead(ahead))
                     .ok()
             })
             .flatten();
         if copier.is_none() {
-            copy_ahead();
+            copy_ahead(usize::MAX);
         }
         let png = encode_into_pieces(&source, info.width, info.height, info.format, stream);
         source.stop();

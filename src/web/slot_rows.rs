@@ -7,6 +7,13 @@
 //! encoder thread that asks for a band not copied yet waits for it. A copy runs at memory
 //! speed, many times faster than compression, so the encoder rarely waits.
 //!
+//! The encoder takes each band's copy as it starts on it, and the copy of the band it finished
+//! goes back to the copy for the next band: a band's memory lives only from its copy to its
+//! compression. How far the copy may run ahead of the encoder is the caller's choice: all the
+//! way for a response that streams the PNG (whose sending waits for the last band's check), a
+//! few bands for an encode nobody waits on, which then holds a few megabytes of copies instead
+//! of the whole image.
+//!
 //! Once the last band is copied and checked, every pixel of the PNG is the pinned image's and
 //! none is read from the segment again: whatever a writer does from then on, the encode
 //! finishes with the image it began. That is when a response may start sending the PNG while
@@ -18,7 +25,10 @@ use crate::imaging::{EncodeError, png_source_rows};
 use crate::segment::{PinnedImage, Segment, SegmentError};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+/// How many buffers of bands the encoder is done with are kept for the copy's next bands.
+const SPARE_BUFFERS: usize = 4;
 
 /// The rows of a pinned image, copied ahead of the encoder band by band.
 pub(super) struct SlotRows<'a> {
@@ -27,16 +37,35 @@ pub(super) struct SlotRows<'a> {
     row_len: usize,
     /// The ranges of rows the encoder asks for, in the order they are copied.
     bands: Vec<Range<usize>>,
-    /// Each band's copy once it is made: the buffer, and where the band's bytes begin in it.
-    copies: Vec<OnceLock<(Vec<u8>, usize)>>,
-    progress: Mutex<Progress>,
-    /// Signalled when a band is copied or the copy ends.
+    copies: Mutex<Copies>,
+    /// Signalled when a band is copied or taken, and when the copy ends or is stopped.
     changed: Condvar,
     /// Set when the encode is over: no more bands are needed.
     stop: AtomicBool,
     /// The segment's answer when a band could not be read (a truncated data object, say),
     /// kept whole for the reply.
     failure: Mutex<Option<SegmentError>>,
+}
+
+/// Where the copy and each band are.
+struct Copies {
+    progress: Progress,
+    bands: Vec<Band>,
+    /// Bands copied and not yet taken.
+    held: usize,
+    /// The most bands held at once.
+    most_held: usize,
+    /// Buffers of bands the encoder is done with, for the next bands' copies.
+    spare: Vec<Vec<u8>>,
+}
+
+/// One band's copy.
+enum Band {
+    Pending,
+    /// The buffer, and where the band's bytes begin in it.
+    Copied(Vec<u8>, usize),
+    /// Handed to the encoder.
+    Taken,
 }
 
 /// How far the copy is.
@@ -60,9 +89,14 @@ impl<'a> SlotRows<'a> {
             segment,
             pinned,
             row_len: info.format.bytes_per_pixel() as usize * info.width as usize,
-            copies: bands.iter().map(|_| OnceLock::new()).collect(),
+            copies: Mutex::new(Copies {
+                progress: Progress::Copying,
+                bands: bands.iter().map(|_| Band::Pending).collect(),
+                held: 0,
+                most_held: 0,
+                spare: Vec::new(),
+            }),
             bands,
-            progress: Mutex::new(Progress::Copying),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -74,35 +108,57 @@ impl<'a> SlotRows<'a> {
         self.bands.len()
     }
 
-    fn progress(&self) -> MutexGuard<'_, Progress> {
-        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    fn copies(&self) -> MutexGuard<'_, Copies> {
+        self.copies.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'g>(&self, copies: MutexGuard<'g, Copies>) -> MutexGuard<'g, Copies> {
+        self.changed
+            .wait(copies)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn end_copy(&self, end: Progress) -> bool {
-        *self.progress() = end;
+        let mut copies = self.copies();
+        copies.progress = end;
+        // Nobody takes a spare any more.
+        copies.spare = Vec::new();
+        drop(copies);
         self.changed.notify_all();
         end == Progress::Copied
     }
 
-    /// Copies every band, in order, each checked as it is copied. `true` once all of them are
-    /// copied and are the pinned image's; `false` if a write was published first (see
-    /// [`SlotRows::replaced`]), a band could not be read ([`SlotRows::into_failure`]) or the
-    /// encode stopped ([`SlotRows::stop`]).
-    pub(super) fn copy_ahead(&self) -> bool {
+    /// Copies every band, in order, each checked as it is copied, waiting whenever `ahead`
+    /// bands (at least one) are copied and not yet taken by the encoder; so `usize::MAX` unless
+    /// the encoder runs on other threads. `true` once all of them are copied and are the pinned
+    /// image's; `false` if a write was published first (see [`SlotRows::replaced`]), a band
+    /// could not be read ([`SlotRows::into_failure`]) or the encode stopped
+    /// ([`SlotRows::stop`]).
+    pub(super) fn copy_ahead(&self, ahead: usize) -> bool {
+        let ahead = ahead.max(1);
         for (band, rows) in self.bands.iter().enumerate() {
-            if self.stop.load(Ordering::Relaxed) {
-                return self.end_copy(Progress::Failed);
-            }
+            let mut buffer = {
+                let mut copies = self.copies();
+                while copies.held >= ahead && !self.stop.load(Ordering::Relaxed) {
+                    copies = self.wait(copies);
+                }
+                if self.stop.load(Ordering::Relaxed) {
+                    drop(copies);
+                    return self.end_copy(Progress::Failed);
+                }
+                copies.spare.pop().unwrap_or_default()
+            };
             let (offset, len) = (rows.start * self.row_len, rows.len() * self.row_len);
-            let mut buffer = Vec::new();
             match self
                 .segment
                 .read_pinned(self.pinned, offset, len, &mut buffer)
             {
                 Ok(Some(at)) => {
-                    let _ = self.copies[band].set((buffer, at));
-                    // Taken, so that a reader between its look and its wait cannot miss this.
-                    drop(self.progress());
+                    let mut copies = self.copies();
+                    copies.bands[band] = Band::Copied(buffer, at);
+                    copies.held += 1;
+                    copies.most_held = copies.most_held.max(copies.held);
+                    drop(copies);
                     self.changed.notify_all();
                 }
                 Ok(None) => return self.end_copy(Progress::Replaced),
@@ -118,11 +174,20 @@ impl<'a> SlotRows<'a> {
     /// Stops the copy: the encode is over, or failed.
     pub(super) fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Taken, so that a copy between its look at `stop` and its wait cannot miss this.
+        drop(self.copies());
+        self.changed.notify_all();
     }
 
     /// Whether a write was published before the last band was copied.
     pub(super) fn replaced(&self) -> bool {
-        *self.progress() == Progress::Replaced
+        self.copies().progress == Progress::Replaced
+    }
+
+    /// The most bands that were copied and not yet taken by the encoder at once.
+    #[cfg(test)]
+    fn most_held(&self) -> usize {
+        self.copies().most_held
     }
 
     /// The segment's error, if a band could not be read.
@@ -132,23 +197,37 @@ impl<'a> SlotRows<'a> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Band `band`'s copy, once it is made; an error if the copy ended without it.
-    fn copy_of(&self, band: usize) -> Result<&(Vec<u8>, usize), EncodeError> {
-        if let Some(copy) = self.copies[band].get() {
-            return Ok(copy);
-        }
-        let mut progress = self.progress();
+    /// Takes band `band`'s copy once it is made, swapping it into `buffer`, whose old content
+    /// goes to the copy's next band; where the band's bytes begin in it. An error if the copy
+    /// ended without it.
+    fn take(&self, band: usize, buffer: &mut Vec<u8>) -> Result<usize, EncodeError> {
+        let mut copies = self.copies();
         loop {
-            if let Some(copy) = self.copies[band].get() {
-                return Ok(copy);
-            }
-            match *progress {
-                Progress::Copying => {
-                    progress = self
-                        .changed
-                        .wait(progress)
-                        .unwrap_or_else(PoisonError::into_inner);
+            match std::mem::replace(&mut copies.bands[band], Band::Taken) {
+                Band::Copied(copy, at) => {
+                    let done = std::mem::replace(buffer, copy);
+                    copies.held -= 1;
+                    if copies.progress == Progress::Copying
+                        && copies.spare.len() < SPARE_BUFFERS
+                        && done.capacity() > 0
+                    {
+                        copies.spare.push(done);
+                    }
+                    drop(copies);
+                    // Room for one more band ahead.
+                    self.changed.notify_all();
+                    return Ok(at);
                 }
+                Band::Taken => {
+                    return Err(EncodeError::new(format!(
+                        "rows {:?} were asked for twice",
+                        self.bands[band]
+                    )));
+                }
+                Band::Pending => copies.bands[band] = Band::Pending,
+            }
+            match copies.progress {
+                Progress::Copying => copies = self.wait(copies),
                 Progress::Replaced => {
                     return Err(EncodeError::new(
                         "a new image was stored while this one was read",
@@ -163,33 +242,134 @@ impl<'a> SlotRows<'a> {
 }
 
 impl crate::imaging::RowSource for SlotRows<'_> {
+    /// The rows of one of the bands [`png_source_rows`] gives, each asked for once (as the
+    /// encoder does); any other range is an error.
     fn rows<'b>(
         &'b self,
         rows: Range<usize>,
         buffer: &'b mut Vec<u8>,
     ) -> Result<&'b [u8], EncodeError> {
-        let row_len = self.row_len;
-        if let Some(band) = self.bands.iter().position(|band| *band == rows) {
-            let (copy, at) = self.copy_of(band)?;
-            return Ok(&copy[*at..*at + rows.len() * row_len]);
-        }
-        // Rows the copy did not cut out as one band (the encoder asks for none such): joined
-        // from the bands that hold them, never read from the slot again.
-        buffer.clear();
-        let mut row = rows.start;
-        while row < rows.end {
-            let band = self
-                .bands
-                .iter()
-                .position(|band| band.contains(&row))
-                .ok_or_else(|| EncodeError::new(format!("row {row} is not in the image")))?;
-            let (copy, at) = self.copy_of(band)?;
-            let held = &self.bands[band];
-            let until = held.end.min(rows.end);
-            let from = at + (row - held.start) * row_len;
-            buffer.extend_from_slice(&copy[from..from + (until - row) * row_len]);
-            row = until;
-        }
-        Ok(buffer)
+        let band = self
+            .bands
+            .iter()
+            .position(|band| *band == rows)
+            .ok_or_else(|| EncodeError::new(format!("rows {rows:?} are not one of the bands")))?;
+        let at = self.take(band, buffer)?;
+        Ok(&buffer[at..at + rows.len() * self.row_len])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imaging::{self, RowSource};
+    use crate::raster::{PixelFormat, Raster};
+    use crate::segment::{SegmentConfig, SegmentName};
+
+    /// A segment holding a 2048x2048 RGB image (twelve bands of about a megabyte), and that
+    /// image.
+    fn stored(tag: &str) -> (Segment, Raster) {
+        let name = format!("r{}{tag}", std::process::id() % 1_000_000);
+        let segment = Segment::attach(SegmentConfig {
+            name: SegmentName::new(&name).unwrap(),
+            max_pixels: 1 << 24,
+            label: "test".to_owned(),
+        })
+        .unwrap();
+        let side = 2048;
+        let pixels = (0..side * side * 3)
+            .map(|i| ((i / 3 % side + i / 3 / side) / 16 + i % 5) as u8)
+            .collect();
+        let image = Raster::new(side as u32, side as u32, PixelFormat::Rgb8, pixels).unwrap();
+        segment.write(&image).unwrap();
+        (segment, image)
+    }
+
+    /// The PNG of the rows of `source`, encoded while `copy` runs on a thread of its own.
+    fn encode(
+        source: &SlotRows<'_>,
+        image: &Raster,
+        copy: impl FnOnce() -> bool + Send,
+    ) -> Vec<u8> {
+        let mut png = Vec::new();
+        std::thread::scope(|scope| {
+            let copier = scope.spawn(copy);
+            imaging::encode_png_from(
+                source,
+                image.width(),
+                image.height(),
+                image.format(),
+                &mut |piece| png.extend_from_slice(&piece),
+            )
+            .unwrap();
+            source.stop();
+            assert!(copier.join().unwrap(), "every band was copied");
+        });
+        png
+    }
+
+    #[test]
+    fn a_copy_held_back_holds_only_that_many_bands_and_gives_the_images_png() {
+        let (segment, image) = stored("h");
+        let pinned = segment.pin_image().unwrap().unwrap();
+        let source = SlotRows::new(&segment, &pinned);
+        assert!(source.bands() >= 10, "{} bands", source.bands());
+        let png = encode(&source, &image, || source.copy_ahead(3));
+        assert!(
+            source.most_held() <= 3,
+            "{} bands were held at once",
+            source.most_held()
+        );
+        assert!(png == *imaging::encode_png(&image).unwrap());
+    }
+
+    #[test]
+    fn a_copy_let_run_ahead_copies_every_band_before_the_encoder_needs_them() {
+        let (segment, image) = stored("a");
+        let pinned = segment.pin_image().unwrap().unwrap();
+        let source = SlotRows::new(&segment, &pinned);
+        // Made whole first, as when no thread can be had for it.
+        assert!(source.copy_ahead(usize::MAX));
+        assert_eq!(source.most_held(), source.bands());
+        let png = encode(&source, &image, || true);
+        assert!(png == *imaging::encode_png(&image).unwrap());
+    }
+
+    #[test]
+    fn rows_that_are_no_band_or_a_band_asked_for_twice_are_refused() {
+        let (segment, _image) = stored("r");
+        let pinned = segment.pin_image().unwrap().unwrap();
+        let source = SlotRows::new(&segment, &pinned);
+        assert!(source.copy_ahead(usize::MAX));
+        let first = source.bands[0].clone();
+        let mut buffer = Vec::new();
+        let rows = source.rows(first.clone(), &mut buffer).unwrap();
+        assert_eq!(rows.len(), first.len() * 2048 * 3);
+        let mut other = Vec::new();
+        let twice = source.rows(first.clone(), &mut other).unwrap_err();
+        assert!(twice.to_string().contains("asked for twice"), "{twice}");
+        let mut other = Vec::new();
+        let odd = source
+            .rows(first.start..first.end + 1, &mut other)
+            .unwrap_err();
+        assert!(odd.to_string().contains("not one of the bands"), "{odd}");
+    }
+
+    #[test]
+    fn a_write_before_the_last_band_is_copied_fails_the_bands_not_copied() {
+        let (segment, image) = stored("w");
+        let pinned = segment.pin_image().unwrap().unwrap();
+        let source = SlotRows::new(&segment, &pinned);
+        // Published twice, so that the pinned image's slot is written over too.
+        segment.write(&image).unwrap();
+        segment.write(&image).unwrap();
+        assert!(!source.copy_ahead(usize::MAX));
+        assert!(source.replaced());
+        let last = source.bands.last().unwrap().clone();
+        let error = source.rows(last, &mut Vec::new()).unwrap_err();
+        assert!(
+            error.to_string().contains("new image was stored"),
+            "{error}"
+        );
     }
 }
