@@ -172,6 +172,7 @@ async fn store(
     let want_thumbnail = reply == Reply::Page;
     let bytes = upload.bytes;
     let body_memory = upload.memory;
+    let png = Arc::clone(&state.png);
     let (info, thumbnail, steps, png_shared) = blocking(move || {
         let mut steps = ServerTiming::new();
         // The memory the decode will take beyond the body (which holds its own) is reserved
@@ -241,14 +242,21 @@ async fn store(
             info.height,
             info.format
         );
-        let thumbnail = match (want_thumbnail, preview_rows, raster) {
+        let thumbnail = match (want_thumbnail, preview_rows, &raster) {
             (false, ..) => None,
             (true, Some(rows), _) => preview(rows.finish(), info.seq),
             (true, None, Some(raster)) => {
-                preview(imaging::thumbnail_png(&raster, THUMBNAIL_SIDE), info.seq)
+                preview(imaging::thumbnail_png(raster, THUMBNAIL_SIDE), info.seq)
             }
             (true, None, None) => None,
         };
+        // The image's PNG is encoded next, in the background (see `encode_after_upload`),
+        // into the memory of the pixels decoded here.
+        if let Some(raster) = raster
+            && !png_shared
+        {
+            png.lend_decoded(raster.into_pixels());
+        }
         Ok((info, thumbnail, steps, png_shared))
     })
     .await?;
