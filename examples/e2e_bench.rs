@@ -156,6 +156,21 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// CPU time the server's threads have used, those that exited included (`utime` and
+    /// `stime` of `/proc/PID/stat`), in ms. It counts in clock ticks (10 ms here): compare
+    /// sums over several requests.
+    fn cpu_ms(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| {
+                let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+                let user: f64 = fields.next()?.parse().ok()?;
+                let system: f64 = fields.next()?.parse().ok()?;
+                Some((user + system) * 1000.0 / clock_ticks_per_second())
+            })
+            .unwrap_or(f64::NAN)
+    }
+
     /// `VmRSS`, `VmHWM`, `RssAnon` and `RssShmem`, in MB.
     fn memory_report(&self) -> Value {
         json!({
@@ -256,6 +271,28 @@ fn photo_like(width: u32, height: u32) -> RgbImage {
         }
     }
     RgbImage::from_raw(width, height, pixels).expect("a consistent image")
+}
+
+/// The kernel's clock ticks per second, the unit of `/proc/PID/stat`'s CPU times.
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: `sysconf` takes a name and returns a number; it touches no memory of ours.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// CPU time this process has used, every thread's (those that exited included), in ms.
+fn own_cpu_ms() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: `getrusage` writes one `rusage` into the pointer it is given, which points to
+    // room for one; it is read only if the call succeeded.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return f64::NAN;
+        }
+        usage.assume_init()
+    };
+    let ms = |time: libc::timeval| time.tv_sec as f64 * 1000.0 + time.tv_usec as f64 / 1000.0;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
 }
 
 /// Writes the bench's photos of 1920x1080 and 3840x2160 into `dir`, as `photo-WxH.png` and
@@ -458,8 +495,19 @@ async fn upload_and_share(
 struct MustEncode {
     total: f64,
     head: f64,
-    server_encode: f64,
     faults: f64,
+    /// CPU time per GET (the mean over the repetitions): B's, and this process's (the
+    /// client's) while it waited for the response and read it.
+    server_cpu: f64,
+    client_cpu: f64,
+}
+
+impl MustEncode {
+    /// The shortest the GET could take on `cores` cores, in ms: the CPU time it took, B's and
+    /// the client's, spread over all of them without a gap.
+    fn cpu_floor(&self, cores: usize) -> f64 {
+        (self.server_cpu + self.client_cpu) / cores as f64
+    }
 }
 
 /// Stores `file` with `shmimage put` (so that no server encodes it) and times B's `GET
@@ -473,8 +521,9 @@ async fn must_encode_get(
     file: &Path,
     reps: usize,
 ) -> Result<MustEncode, Error> {
-    let (mut samples, mut heads, mut encodes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut samples, mut heads) = (Vec::new(), Vec::new());
     let mut faults = Vec::new();
+    let (mut server_cpu, mut client_cpu) = (0.0, 0.0);
     for _ in 0..reps {
         let put = Command::new(binary)
             .arg("put")
@@ -489,18 +538,13 @@ async fn must_encode_get(
             .into());
         }
         let faults_before = b.minor_faults();
+        let (server_cpu_before, client_cpu_before) = (b.cpu_ms(), own_cpu_ms());
         let start = Instant::now();
         let response = client.get(b.url("/image.png")).send().await?;
         heads.push(ms(start.elapsed()));
         if response.status() != 200 {
             return Err(format!("B answered {}", response.status()).into());
         }
-        encodes.push(
-            server_timing(&response)
-                .get("encode")
-                .copied()
-                .unwrap_or(f64::NAN),
-        );
         let streamed = response
             .headers()
             .get("server-timing")
@@ -508,6 +552,8 @@ async fn must_encode_get(
             .is_some_and(|value| value.contains("png;desc=local"));
         response.bytes().await?;
         samples.push(ms(start.elapsed()));
+        server_cpu += b.cpu_ms() - server_cpu_before;
+        client_cpu += own_cpu_ms() - client_cpu_before;
         faults.push((b.minor_faults() - faults_before) as f64);
         if !streamed {
             return Err("B did not encode the image it was given by shmimage put".into());
@@ -516,8 +562,9 @@ async fn must_encode_get(
     Ok(MustEncode {
         total: median(&samples),
         head: median(&heads),
-        server_encode: median(&encodes),
         faults: median(&faults),
+        server_cpu: server_cpu / reps as f64,
+        client_cpu: client_cpu / reps as f64,
     })
 }
 
@@ -608,6 +655,7 @@ async fn main() -> Result<(), Error> {
 
     let binary = server_binary()?;
     let target = target_dir()?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let run_started = Instant::now();
     let client = client()?;
     let limits = DecodeLimits {
@@ -655,7 +703,9 @@ async fn main() -> Result<(), Error> {
             // In process: decode the file, encode its pixels, and the image crate's Fast.
             let (decode_ms, decoded) = time_median(reps, || imaging::decode(file, &limits));
             let raster = decoded?.raster;
+            let cpu_before = own_cpu_ms();
             let (encode_ms, png) = time_median(reps, || imaging::encode_png(&raster));
+            let encode_cpu = (own_cpu_ms() - cpu_before) / reps as f64;
             let png_len = png?.len();
             let (fast_ms, fast) = time_median(reps.min(3), || image_crate_fast_png(&raster));
             let fast_len = fast?.len();
@@ -672,8 +722,9 @@ async fn main() -> Result<(), Error> {
                 MustEncode {
                     total: f64::NAN,
                     head: f64::NAN,
-                    server_encode: f64::NAN,
                     faults: f64::NAN,
+                    server_cpu: f64::NAN,
+                    client_cpu: f64::NAN,
                 }
             };
             let qt = match QT_SIZES.iter().find(|s| (s.0, s.1) == (width, height)) {
@@ -698,13 +749,17 @@ async fn main() -> Result<(), Error> {
             if *name == "png" {
                 println!(
                     "{width:>5}x{height:<5} cold GET that must encode (after shmimage put), \
-                     to the last byte: {:>8.2} ms (head {:.2}, B's encode {:.2}, B's page \
-                     faults {:.0}) vs encoder {encode_ms:>8.2} ms: {:.2}x",
+                     to the last byte: {:>8.2} ms (head {:.2}, B's page faults {:.0}) vs \
+                     encoder {encode_ms:>8.2} ms: {:.2}x; CPU per GET: B {:.1} ms + client \
+                     {:.1} ms against the encoder's {encode_cpu:.1} ms, so at least {:.2}x on \
+                     {cores} cores",
                     must_encode.total,
                     must_encode.head,
-                    must_encode.server_encode,
                     must_encode.faults,
-                    must_encode.total / encode_ms
+                    must_encode.total / encode_ms,
+                    must_encode.server_cpu,
+                    must_encode.client_cpu,
+                    must_encode.cpu_floor(cores) / encode_ms,
                 );
             }
             println!(
@@ -744,7 +799,11 @@ async fn main() -> Result<(), Error> {
                     "cold_get_over_encoder": cold_get / encode_ms,
                     "cold_get_must_encode_ms": must_encode.total,
                     "cold_get_must_encode_head_ms": must_encode.head,
-                    "cold_get_must_encode_server_encode_ms": must_encode.server_encode,
+                    "cold_get_must_encode_b_cpu_ms": must_encode.server_cpu,
+                    "cold_get_must_encode_client_cpu_ms": must_encode.client_cpu,
+                    "encoder_cpu_ms": encode_cpu,
+                    "cold_get_must_encode_cpu_floor_over_encoder":
+                        must_encode.cpu_floor(cores) / encode_ms,
                     "cold_get_must_encode_b_minor_faults": must_encode.faults,
                     "cold_get_must_encode_over_encoder": must_encode.total / encode_ms,
                     "image_fast_1_thread_ms": fast_ms,
