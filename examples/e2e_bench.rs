@@ -11,6 +11,10 @@
 //!   encode, next to `shmimage::imaging::encode_png` of the same pixels here and the `image`
 //!   crate's `CompressionType::Fast` on one thread, with the output sizes;
 //! - **share**: the file in hand at A to the PNG in hand at B (the upload, then the GET);
+//! - **cold GET that must encode**: the image stored with `shmimage put`, so that no server
+//!   encoded it, B's first GET to its last byte, each one after an encode of the same pixels
+//!   by `encode_png` here; with the CPU time of both (B's from `/proc`, this process's from
+//!   `getrusage`) and the shortest the GET could take on this machine's cores;
 //! - **warm GET** throughput from B with 16 keep-alive connections, next to the same PNG
 //!   bytes served by tower-http's `ServeDir` from a file, in a second process this example
 //!   starts (itself, with `--serve-dir DIR`);
@@ -489,8 +493,8 @@ async fn upload_and_share(
     Ok((samples, png))
 }
 
-/// The medians of [`must_encode_get`]: to the last byte, to the response's head, and B's own
-/// encode (from its `Server-Timing`), in ms; B's minor page faults during the GET.
+/// The medians of [`must_encode_get`]: to the last byte and to the response's head, in ms; B's
+/// minor page faults during the GET.
 #[derive(Debug, Clone, Copy)]
 struct MustEncode {
     total: f64,
@@ -500,6 +504,10 @@ struct MustEncode {
     /// client's) while it waited for the response and read it.
     server_cpu: f64,
     client_cpu: f64,
+    /// The encoder alone on the same pixels, timed before each GET (so that both see the
+    /// machine in the same state): the median, and its CPU time per encode.
+    encoder: f64,
+    encoder_cpu: f64,
 }
 
 impl MustEncode {
@@ -511,7 +519,8 @@ impl MustEncode {
 }
 
 /// Stores `file` with `shmimage put` (so that no server encodes it) and times B's `GET
-/// /image.png` to its last byte, `reps` times. Every GET must encode: B has not seen the
+/// /image.png` to its last byte, `reps` times, each time after one encode of `raster` (the
+/// file's pixels) by the encoder alone. Every GET must encode: B has not seen the
 /// image, and the PNG area holds no PNG of it.
 async fn must_encode_get(
     client: &reqwest::Client,
@@ -519,12 +528,17 @@ async fn must_encode_get(
     segment: &str,
     b: &Server,
     file: &Path,
+    raster: &Raster,
     reps: usize,
 ) -> Result<MustEncode, Error> {
     let (mut samples, mut heads) = (Vec::new(), Vec::new());
-    let mut faults = Vec::new();
-    let (mut server_cpu, mut client_cpu) = (0.0, 0.0);
+    let (mut faults, mut encodes) = (Vec::new(), Vec::new());
+    let (mut server_cpu, mut client_cpu, mut encoder_cpu) = (0.0, 0.0, 0.0);
     for _ in 0..reps {
+        let (cpu_before, started) = (own_cpu_ms(), Instant::now());
+        drop(imaging::encode_png(raster)?);
+        encodes.push(ms(started.elapsed()));
+        encoder_cpu += own_cpu_ms() - cpu_before;
         let put = Command::new(binary)
             .arg("put")
             .arg(file)
@@ -565,6 +579,8 @@ async fn must_encode_get(
         faults: median(&faults),
         server_cpu: server_cpu / reps as f64,
         client_cpu: client_cpu / reps as f64,
+        encoder: median(&encodes),
+        encoder_cpu: encoder_cpu / reps as f64,
     })
 }
 
@@ -703,13 +719,10 @@ async fn main() -> Result<(), Error> {
             // In process: decode the file, encode its pixels, and the image crate's Fast.
             let (decode_ms, decoded) = time_median(reps, || imaging::decode(file, &limits));
             let raster = decoded?.raster;
-            let cpu_before = own_cpu_ms();
             let (encode_ms, png) = time_median(reps, || imaging::encode_png(&raster));
-            let encode_cpu = (own_cpu_ms() - cpu_before) / reps as f64;
             let png_len = png?.len();
             let (fast_ms, fast) = time_median(reps.min(3), || image_crate_fast_png(&raster));
             let fast_len = fast?.len();
-            drop(raster);
 
             let (samples, png) = upload_and_share(&client, &a, &b, file, mime, reps).await?;
             // The cold GET that must encode: the image stored with `shmimage put`, so that no
@@ -717,7 +730,7 @@ async fn main() -> Result<(), Error> {
             let must_encode = if *name == "png" {
                 let path = scratch.join("put.png");
                 std::fs::write(&path, file)?;
-                must_encode_get(&client, &binary, &segment, &b, &path, reps).await?
+                must_encode_get(&client, &binary, &segment, &b, &path, &raster, reps).await?
             } else {
                 MustEncode {
                     total: f64::NAN,
@@ -725,8 +738,11 @@ async fn main() -> Result<(), Error> {
                     faults: f64::NAN,
                     server_cpu: f64::NAN,
                     client_cpu: f64::NAN,
+                    encoder: f64::NAN,
+                    encoder_cpu: f64::NAN,
                 }
             };
+            drop(raster);
             let qt = match QT_SIZES.iter().find(|s| (s.0, s.1) == (width, height)) {
                 Some(&(_, _, qt_reps)) => qt_path(&scratch, name, file, qt_reps)?,
                 None => Value::Null,
@@ -750,16 +766,18 @@ async fn main() -> Result<(), Error> {
                 println!(
                     "{width:>5}x{height:<5} cold GET that must encode (after shmimage put), \
                      to the last byte: {:>8.2} ms (head {:.2}, B's page faults {:.0}) vs \
-                     encoder {encode_ms:>8.2} ms: {:.2}x; CPU per GET: B {:.1} ms + client \
-                     {:.1} ms against the encoder's {encode_cpu:.1} ms, so at least {:.2}x on \
+                     encoder {:>8.2} ms (each run before a GET): {:.2}x; CPU per GET: B {:.1} \
+                     ms + client {:.1} ms against the encoder's {:.1} ms, so at least {:.2}x on \
                      {cores} cores",
                     must_encode.total,
                     must_encode.head,
                     must_encode.faults,
-                    must_encode.total / encode_ms,
+                    must_encode.encoder,
+                    must_encode.total / must_encode.encoder,
                     must_encode.server_cpu,
                     must_encode.client_cpu,
-                    must_encode.cpu_floor(cores) / encode_ms,
+                    must_encode.encoder_cpu,
+                    must_encode.cpu_floor(cores) / must_encode.encoder,
                 );
             }
             println!(
@@ -801,11 +819,12 @@ async fn main() -> Result<(), Error> {
                     "cold_get_must_encode_head_ms": must_encode.head,
                     "cold_get_must_encode_b_cpu_ms": must_encode.server_cpu,
                     "cold_get_must_encode_client_cpu_ms": must_encode.client_cpu,
-                    "encoder_cpu_ms": encode_cpu,
+                    "cold_get_must_encode_encoder_cpu_ms": must_encode.encoder_cpu,
                     "cold_get_must_encode_cpu_floor_over_encoder":
-                        must_encode.cpu_floor(cores) / encode_ms,
+                        must_encode.cpu_floor(cores) / must_encode.encoder,
                     "cold_get_must_encode_b_minor_faults": must_encode.faults,
-                    "cold_get_must_encode_over_encoder": must_encode.total / encode_ms,
+                    "cold_get_must_encode_encoder_ms": must_encode.encoder,
+                    "cold_get_must_encode_over_encoder": must_encode.total / must_encode.encoder,
                     "image_fast_1_thread_ms": fast_ms,
                     "encoder_speedup_over_fast": fast_ms / encode_ms,
                     "png_mb": mb(png_len as u64),
