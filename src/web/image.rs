@@ -13,6 +13,8 @@
 //! [`SHARED_ENCODE_WAIT`]) for the process that claimed it. A server that encodes publishes
 //! the result. A server that stores an upload starts that encode at once, in the background
 //! ([`encode_after_upload`]), so that another server's first request usually finds it ready.
+//! That encode writes the PNG into the memory of the pixels the upload decoded
+//! ([`PngCache::lend_decoded`]), which is resident already.
 //!
 //! A `200` says in `Server-Timing` (see [`super::timing`]) how it was served:
 //! `png;desc=shared` with `read` (the copy out of the area), and `wait` if it waited for another
