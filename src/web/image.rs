@@ -14,7 +14,7 @@
 //! the result. A server that stores an upload starts that encode at once, in the background
 //! ([`encode_after_upload`]), so that another server's first request usually finds it ready.
 //! That encode writes the PNG into the memory of the pixels the upload decoded
-//! ([`PngCache::lend_decoded`]), which is resident already.
+//! ([`DecodedPixels`]), which is resident already.
 //!
 //! A `200` says in `Server-Timing` (see [`super::timing`]) how it was served:
 //! `png;desc=shared` with `read` (the copy out of the area), and `wait` if it waited for another
@@ -106,9 +106,30 @@ pub struct PngCache {
     /// The memory the last encode read the segment's pixels into, kept for the next one: a
     /// fresh buffer of a large image costs more in page faults than the copy itself.
     pixels: Mutex<Vec<u8>>,
-    /// The memory of the pixels an upload decoded and just stored, which the image's PNG is
-    /// written into (see [`PngCache::lend_decoded`]).
-    decoded: Mutex<Vec<u8>>,
+}
+
+/// The pixels an upload decoded, once they are in the segment, with the memory the upload
+/// reserved for them: lent to the PNG encode that follows the upload, which writes the PNG into
+/// them instead of into fresh pieces (see [`PngCache::encode_in_background`]).
+#[derive(Debug)]
+pub(crate) struct DecodedPixels {
+    pub(crate) pixels: Vec<u8>,
+    pub(crate) memory: Reservation,
+}
+
+/// [`DecodedPixels`] carried by the answer to an upload (extensions must be `Clone`), taken
+/// once by [`encode_after_upload`]. Dropped with the answer if the request is given up.
+#[derive(Debug, Clone)]
+pub(crate) struct LentPixels(Arc<Mutex<Option<DecodedPixels>>>);
+
+impl LentPixels {
+    pub(crate) fn new(decoded: DecodedPixels) -> LentPixels {
+        LentPixels(Arc::new(Mutex::new(Some(decoded))))
+    }
+
+    fn take(&self) -> Option<DecodedPixels> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
 /// One encode, started for the image the segment published as `image`. Keyed on the image's
@@ -132,7 +153,7 @@ impl PngCache {
         budget: &Arc<MemoryBudget>,
         image: ImageId,
     ) -> Result<(EncodedPng, Served), AppError> {
-        self.fetch(segment, budget, image, Sharing::AfterReturning, None)
+        self.fetch(segment, budget, image, Sharing::AfterReturning, None, None)
             .await
     }
 
@@ -162,6 +183,7 @@ impl PngCache {
                         image,
                         Sharing::AfterReturning,
                         Some(&stream),
+                        None,
                     )
                     .await;
                 stream.finish(fetched.is_ok());
@@ -185,7 +207,8 @@ impl PngCache {
     }
 
     /// [`PngCache::current`], a PNG encoded here being shared with the other servers as
-    /// `sharing` says, and handed to `stream` as it is made.
+    /// `sharing` says, and handed to `stream` as it is made; without a stream, written into
+    /// `decoded` if given.
     async fn fetch(
         self: &Arc<Self>,
         segment: &Arc<Segment>,
@@ -193,6 +216,7 @@ impl PngCache {
         image: ImageId,
         sharing: Sharing,
         stream: Option<&Arc<GrowingPng>>,
+        decoded: Option<DecodedPixels>,
     ) -> Result<(EncodedPng, Served), AppError> {
         let entry = {
             let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
@@ -228,7 +252,9 @@ impl PngCache {
                 encoded_here = true;
                 let cache = Arc::clone(self);
                 let sharing = entry.sharing;
-                blocking(move || cache.encode_stored(&segment, &budget, sharing, stream.as_deref()))
+                blocking(move || {
+                    cache.encode_stored(&segment, &budget, sharing, stream.as_deref(), decoded)
+                })
             })
             .await?
             .clone();
@@ -246,13 +272,15 @@ impl PngCache {
     /// published it, else encoded here (after waiting, within [`SHARED_ENCODE_WAIT`], for a
     /// process that claimed the encode) and published there. The memory for the pixels and the
     /// PNG is reserved from `budget` first. An encode here hands its pieces to `stream`
-    /// (see [`encode_from_slot`]). Blocks.
+    /// (see [`encode_from_slot`]), or writes it into `decoded` (whose memory counts towards
+    /// what it reserves). Blocks.
     fn encode_stored(
         &self,
         segment: &Arc<Segment>,
         budget: &Arc<MemoryBudget>,
         sharing: Sharing,
         stream: Option<&GrowingPng>,
+        decoded: Option<DecodedPixels>,
     ) -> Result<EncodedPng, AppError> {
         let mut timing = ServerTiming::new();
         // A PNG of at most about the pixels' size (a shared PNG is smaller than that), and the
@@ -260,7 +288,9 @@ impl PngCache {
         let len = segment.state()?.image.map_or(0, |image| {
             usize::try_from(image.byte_len).unwrap_or(usize::MAX)
         });
-        let needed = encode_reservation(len);
+        let decoded = decoded.filter(|_| stream.is_none());
+        let lent = decoded.as_ref().map_or(0, |decoded| decoded.memory.bytes());
+        let needed = encode_reservation(len).saturating_sub(lent);
         let memory = timing.time_if_long("memory", || {
             budget.reserve(needed, "encoding the image as PNG", budget::WAIT)
         })?;
@@ -311,7 +341,7 @@ impl PngCache {
                 }
             }
         }
-        let encoded = self.encode_here(segment, memory, len, timing, stream);
+        let encoded = self.encode_here(segment, memory, decoded, len, timing, stream);
         if seq.is_some()
             && let Ok(png) = &encoded
         {
@@ -323,25 +353,24 @@ impl PngCache {
     /// Encodes the segment's image: its bands copied out of the slot ahead of the encoder, or,
     /// if a new image was published before they all were, from a whole copy (into the kept
     /// buffer), which a stream of writers cannot starve (see [`Segment::read_into`]). `memory`
-    /// covers both. The pieces go to `stream` as they are made, opened once the pixels are all
-    /// in memory of this server's own. Blocks.
+    /// (with `decoded`'s) covers both. The pieces go to `stream` as they are made, opened once
+    /// the pixels are all in memory of this server's own; else into `decoded` while it lasts.
+    /// Blocks.
     fn encode_here(
         &self,
         segment: &Segment,
         memory: Reservation,
+        decoded: Option<DecodedPixels>,
         len: usize,
         mut timing: ServerTiming,
         stream: Option<&GrowingPng>,
     ) -> Result<EncodedPng, AppError> {
         let _memory = memory;
+        let (into, _lent) = decoded.map_or((Vec::new(), None), |decoded| {
+            (decoded.pixels, Some(decoded.memory))
+        });
         timing.describe("png", "local");
         let started = Instant::now();
-        let into = match stream {
-            Some(_) => Vec::new(),
-            None => {
-                std::mem::take(&mut *self.decoded.lock().unwrap_or_else(PoisonError::into_inner))
-            }
-        };
         if let Some(encoded) = encode_from_slot(segment, stream, into, &timing)? {
             timing.describe("read", "slot");
             timing.record_since("encode", started);
@@ -392,40 +421,29 @@ impl PngCache {
         *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    /// Drops the buffer kept for the next read of the segment's pixels, and an upload's
-    /// decoded pixels no encode took.
+    /// Drops the buffer kept for the next read of the segment's pixels.
     fn release_kept_pixels(&self) {
         *self.pixels.lock().unwrap_or_else(PoisonError::into_inner) = Vec::new();
-        *self.decoded.lock().unwrap_or_else(PoisonError::into_inner) = Vec::new();
-    }
-
-    /// Takes the memory of the pixels an upload decoded, once they are in the segment: the
-    /// next encode that is not streamed (the upload's own, in the background) writes its PNG
-    /// into it instead of into fresh pieces. The memory is resident already, where the heap
-    /// might place fresh pieces in pages it gave back earlier and hold both at once (measured:
-    /// a writer's peak after three 3840x2160 uploads went from 2.5x to 3.0x the image that
-    /// way, one run in two).
-    pub fn lend_decoded(&self, pixels: Vec<u8>) {
-        *self.decoded.lock().unwrap_or_else(PoisonError::into_inner) = pixels;
     }
 
     /// Starts, in the background, the PNG of the image just stored as the segment's newest,
     /// claiming it first: another server's first request for it then waits for this encode
-    /// instead of starting its own.
+    /// instead of starting its own. The PNG is written into `decoded`, the memory of the
+    /// pixels the upload decoded, while it lasts: that memory is resident already, where the
+    /// heap might put fresh pieces in pages it gave back earlier and hold both (measured:
+    /// the writer's peak after three 3840x2160 uploads was 3.06-3.20x the image that way,
+    /// 2.83-2.88x with it; docs/PERFORMANCE.md).
     pub fn encode_in_background(
         self: &Arc<Self>,
         segment: &Arc<Segment>,
         budget: &Arc<MemoryBudget>,
+        decoded: Option<DecodedPixels>,
     ) {
         let image = match segment.published_image() {
             Ok(Some(image)) => image,
-            Ok(None) => {
-                self.release_kept_pixels();
-                return;
-            }
+            Ok(None) => return,
             Err(error) => {
                 tracing::info!(%error, "cannot start encoding the new image");
-                self.release_kept_pixels();
                 return;
             }
         };
@@ -448,7 +466,7 @@ impl PngCache {
             // Shared before `fetch` returns, so that the claim given up below is given up after
             // the PNG is in the area, never before.
             let fetched = cache
-                .fetch(&segment, &budget, image, Sharing::BeforeReturning, None)
+                .fetch(&segment, &budget, image, Sharing::BeforeReturning, None, decoded)
                 .await;
             if let Err(error) = fetched {
                 tracing::info!(seq, %error, "encoding the new image in the background failed");
@@ -486,9 +504,12 @@ pub(crate) fn read_pixels(
         })
 }
 
-/// How many bands an encode whose PNG is not streamed copies ahead of its encoder threads:
-/// enough that they never wait for the copy, which runs many times faster than they do.
-const NOT_STREAMED_AHEAD: usize = 2;
+/// How many bands an encode whose PNG is not streamed copies ahead of its encoder threads (one
+/// per core): enough that they rarely wait for the copy, which runs many times faster than
+/// they do. Measured on two cores: no slower than a copy that runs ahead freely.
+fn not_streamed_ahead() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from).max(2)
+}
 
 /// The PNG of the segment's published image, its bands of rows copied out of the slot ahead of
 /// the encoder threads that compress them (see [`SlotRows`]), handed to `stream` as they are
@@ -525,11 +546,13 @@ fn encode_from_slot(
         }
     };
     // A stream opens once the last band is copied, so for one the copy runs as far ahead as
-    // it can; an encode nobody waits on holds only a few bands' copies at once.
+    // it can; an encode that is not streamed holds only a few bands' copies at once. (A write
+    // published before its last band is copied then throws its work away, as it did when the
+    // encoder threads read the slot themselves.)
     let ahead = if stream.is_some() {
         usize::MAX
     } else {
-        NOT_STREAMED_AHEAD
+        not_streamed_ahead()
     };
     let png = std::thread::scope(|scope| {
         // The copy runs beside the encoder on a thread of its own, unless there is only one
@@ -545,9 +568,8 @@ fn encode_from_slot(
         if copier.is_none() {
             copy_ahead(usize::MAX);
         }
-        let png = encode_into_pieces(&source, info.width, info.height, info.format, stream, into);
-        source.stop();
-        png
+        let _stop = source.stop_when_dropped();
+        encode_into_pieces(&source, info.width, info.height, info.format, stream, into)
     });
     let replaced = source.replaced();
     if let Some(error) = source.into_failure() {
@@ -690,7 +712,11 @@ pub(crate) async fn encode_after_upload(
     request: Request,
     next: Next,
 ) -> Response {
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    let decoded = response
+        .extensions_mut()
+        .remove::<LentPixels>()
+        .and_then(|lent| lent.take());
     let stored = response.status() == StatusCode::CREATED
         || (response.status() == StatusCode::SEE_OTHER
             && response
@@ -705,7 +731,7 @@ pub(crate) async fn encode_after_upload(
         } else {
             state
                 .png
-                .encode_in_background(&state.segment, state.budget());
+                .encode_in_background(&state.segment, state.budget(), decoded);
         }
     }
     response

@@ -47,6 +47,15 @@ pub(super) struct SlotRows<'a> {
     failure: Mutex<Option<SegmentError>>,
 }
 
+/// Stops a [`SlotRows`]'s copy when dropped (see [`SlotRows::stop_when_dropped`]).
+pub(super) struct StopWhenDropped<'s, 'a>(&'s SlotRows<'a>);
+
+impl Drop for StopWhenDropped<'_, '_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
 /// Where the copy and each band are.
 struct Copies {
     progress: Progress,
@@ -129,12 +138,23 @@ impl<'a> SlotRows<'a> {
     }
 
     /// Copies every band, in order, each checked as it is copied, waiting whenever `ahead`
-    /// bands (at least one) are copied and not yet taken by the encoder; so `usize::MAX` unless
-    /// the encoder runs on other threads. `true` once all of them are copied and are the pinned
-    /// image's; `false` if a write was published first (see [`SlotRows::replaced`]), a band
-    /// could not be read ([`SlotRows::into_failure`]) or the encode stopped
-    /// ([`SlotRows::stop`]).
+    /// bands (at least one) are copied and not yet taken by the encoder; so it must be
+    /// `usize::MAX` when the encoder runs on this same thread, after the copy. `true` once all
+    /// of them are copied and are the pinned image's; `false` if a write was published first
+    /// (see [`SlotRows::replaced`]), a band could not be read ([`SlotRows::into_failure`]) or
+    /// the encode stopped ([`SlotRows::stop`]). A panic ends the copy too, so that no encoder
+    /// thread waits for a band that will not come.
     pub(super) fn copy_ahead(&self, ahead: usize) -> bool {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.copy_bands(ahead))) {
+            Ok(copied) => copied,
+            Err(panic) => {
+                self.end_copy(Progress::Failed);
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    fn copy_bands(&self, ahead: usize) -> bool {
         let ahead = ahead.max(1);
         for (band, rows) in self.bands.iter().enumerate() {
             let mut buffer = {
@@ -169,6 +189,12 @@ impl<'a> SlotRows<'a> {
             }
         }
         self.end_copy(Progress::Copied)
+    }
+
+    /// Stops the copy when the guard is dropped: when the encode returns, or unwinds (a copy
+    /// waiting for room would otherwise wait for ever).
+    pub(super) fn stop_when_dropped(&self) -> StopWhenDropped<'_, 'a> {
+        StopWhenDropped(self)
     }
 
     /// Stops the copy: the encode is over, or failed.
@@ -224,6 +250,7 @@ impl<'a> SlotRows<'a> {
                         self.bands[band]
                     )));
                 }
+                // Not copied yet: put back, and wait below.
                 Band::Pending => copies.bands[band] = Band::Pending,
             }
             match copies.progress {
@@ -294,6 +321,7 @@ mod tests {
         let mut png = Vec::new();
         std::thread::scope(|scope| {
             let copier = scope.spawn(copy);
+            let stop = source.stop_when_dropped();
             imaging::encode_png_from(
                 source,
                 image.width(),
@@ -302,7 +330,7 @@ mod tests {
                 &mut |piece| png.extend_from_slice(&piece),
             )
             .unwrap();
-            source.stop();
+            drop(stop);
             assert!(copier.join().unwrap(), "every band was copied");
         });
         png

@@ -21,6 +21,7 @@ use self::body::BodyBuffer;
 use self::form::FormReader;
 use super::budget::{self, Reservation};
 use super::error::Reply;
+use super::image::{DecodedPixels, LentPixels};
 use super::timing::ServerTiming;
 use super::{AppError, AppState, blocking};
 use crate::imaging::{self, DecodeLimits, Sniffed};
@@ -102,7 +103,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request) -> 
     };
     timing.record_since("receive", received);
     let upload_name = upload.file_name.clone();
-    let (info, steps, png_shared) = match store(&state, upload, reply).await {
+    let (info, steps, png_shared, decoded) = match store(&state, upload, reply).await {
         Ok(stored) => stored,
         Err(error) => return reply.upload_error(error, &state, upload_name.as_deref()),
     };
@@ -110,6 +111,9 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request) -> 
     let mut response = answer(&state, reply, &info, upload_name.as_deref(), timing);
     if png_shared {
         response.extensions_mut().insert(PngShared);
+    }
+    if let Some(decoded) = decoded {
+        response.extensions_mut().insert(LentPixels::new(decoded));
     }
     response
 }
@@ -157,13 +161,15 @@ fn answer(
 }
 
 /// Decodes the upload and writes it into the segment; returns what the segment says, how long
-/// decoding and writing took, and whether the upload's own image data is the image's PNG in the
-/// segment's PNG area now (a plain PNG, see `imaging::SourcePng`).
+/// decoding and writing took, whether the upload's own image data is the image's PNG in the
+/// segment's PNG area now (a plain PNG, see `imaging::SourcePng`), and, if not and the pixels
+/// were decoded into memory of this server's own, those pixels with their reservation, for the
+/// PNG's encode.
 async fn store(
     state: &AppState,
     upload: Upload,
     reply: Reply,
-) -> Result<(ImageInfo, ServerTiming, bool), AppError> {
+) -> Result<(ImageInfo, ServerTiming, bool, Option<DecodedPixels>), AppError> {
     let segment = state.segment.clone();
     let budget = Arc::clone(state.budget());
     let limits = DecodeLimits {
@@ -172,13 +178,12 @@ async fn store(
     let want_thumbnail = reply == Reply::Page;
     let bytes = upload.bytes;
     let body_memory = upload.memory;
-    let png = Arc::clone(&state.png);
-    let (info, thumbnail, steps, png_shared) = blocking(move || {
+    let (info, thumbnail, steps, png_shared, decoded) = blocking(move || {
         let mut steps = ServerTiming::new();
         // The memory the decode will take beyond the body (which holds its own) is reserved
         // before it starts, and held until the pixels are in the segment.
         let needed = imaging::decode_footprint(&bytes, &limits).saturating_sub(body_memory.bytes());
-        let _memory = steps.time_if_long("memory", || {
+        let memory = steps.time_if_long("memory", || {
             budget.reserve(needed, "decoding the upload", budget::WAIT)
         })?;
         let plain = imaging::plain_png(&bytes);
@@ -251,13 +256,12 @@ async fn store(
             (true, None, None) => None,
         };
         // The image's PNG is encoded next, in the background (see `encode_after_upload`),
-        // into the memory of the pixels decoded here.
-        if let Some(raster) = raster
-            && !png_shared
-        {
-            png.lend_decoded(raster.into_pixels());
-        }
-        Ok((info, thumbnail, steps, png_shared))
+        // into the memory of the pixels decoded here, which stays reserved until then.
+        let decoded = raster.filter(|_| !png_shared).map(|raster| DecodedPixels {
+            pixels: raster.into_pixels(),
+            memory,
+        });
+        Ok((info, thumbnail, steps, png_shared, decoded))
     })
     .await?;
     if want_thumbnail {
@@ -267,7 +271,7 @@ async fn store(
             file_name: upload.file_name.clone(),
         });
     }
-    Ok((info, steps, png_shared))
+    Ok((info, steps, png_shared, decoded))
 }
 
 /// A plain PNG decoded row by row straight into the segment (no copy of the whole image in
