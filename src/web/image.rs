@@ -433,7 +433,7 @@ impl PngCache {
     /// heap might put fresh pieces in pages it gave back earlier and hold both (measured:
     /// the writer's peak after three 3840x2160 uploads was 3.06-3.20x the image that way,
     /// 2.83-2.88x with it; docs/PERFORMANCE.md).
-    pub fn encode_in_background(
+    pub(crate) fn encode_in_background(
         self: &Arc<Self>,
         segment: &Arc<Segment>,
         budget: &Arc<MemoryBudget>,
@@ -466,7 +466,14 @@ impl PngCache {
             // Shared before `fetch` returns, so that the claim given up below is given up after
             // the PNG is in the area, never before.
             let fetched = cache
-                .fetch(&segment, &budget, image, Sharing::BeforeReturning, None, decoded)
+                .fetch(
+                    &segment,
+                    &budget,
+                    image,
+                    Sharing::BeforeReturning,
+                    None,
+                    decoded,
+                )
                 .await;
             if let Err(error) = fetched {
                 tracing::info!(seq, %error, "encoding the new image in the background failed");
@@ -506,9 +513,11 @@ pub(crate) fn read_pixels(
 
 /// How many bands an encode whose PNG is not streamed copies ahead of its encoder threads (one
 /// per core): enough that they rarely wait for the copy, which runs many times faster than
-/// they do. Measured on two cores: no slower than a copy that runs ahead freely.
+/// they do.
 fn not_streamed_ahead() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from).max(2)
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .max(2)
 }
 
 /// The PNG of the segment's published image, its bands of rows copied out of the slot ahead of
@@ -1018,7 +1027,14 @@ mod tests {
                 .unwrap();
             let stream = Arc::new(GrowingPng::new());
             let encoded = cache
-                .encode_here(&segment, memory, len, ServerTiming::new(), Some(&stream))
+                .encode_here(
+                    &segment,
+                    memory,
+                    None,
+                    len,
+                    ServerTiming::new(),
+                    Some(&stream),
+                )
                 .unwrap();
             busy.store(false, Ordering::Relaxed);
             // No write under way from here on.
