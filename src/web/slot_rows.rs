@@ -384,6 +384,29 @@ mod tests {
     }
 
     #[test]
+    fn an_encode_that_panics_stops_a_copy_waiting_for_room() {
+        let (segment, _image) = stored("p");
+        let pinned = segment.pin_image().unwrap().unwrap();
+        let source = SlotRows::new(&segment, &pinned);
+        std::thread::scope(|scope| {
+            let copier = scope.spawn(|| source.copy_ahead(1));
+            let encode = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _stop = source.stop_when_dropped();
+                let first = source.bands[0].clone();
+                source.rows(first, &mut Vec::new()).unwrap();
+                panic!("an encoder thread failed");
+            }));
+            assert!(encode.is_err());
+            // Without the guard's stop the copy would wait for room for ever.
+            assert!(
+                !copier.join().unwrap(),
+                "the copy ends before its last band"
+            );
+        });
+        assert!(!source.replaced());
+    }
+
+    #[test]
     fn a_write_before_the_last_band_is_copied_fails_the_bands_not_copied() {
         let (segment, image) = stored("w");
         let pinned = segment.pin_image().unwrap().unwrap();
