@@ -28,7 +28,7 @@ pub use self::decode::{
     PlainPng, SourcePng, decode, decode_ordinarily, decode_plain_png_rows, plain_png,
 };
 pub use self::encode::{Preview, encode_png, encode_png_from, png_source_rows, thumbnail_png};
-pub use self::png_writer::RowSource;
+pub use self::png_writer::{RowSource, encoder_cores};
 pub use self::resize::{ResizeError, resize_to_width, scaled_height};
 pub use self::sniff::{SNIFF_LEN, Sniffed, decode_footprint, sniff};
 

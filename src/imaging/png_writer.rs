@@ -180,10 +180,10 @@ fn band_rows(band: usize, bands: usize, height: usize) -> Range<usize> {
     boundary(band)..boundary(band + 1)
 }
 
-/// The cores the encoder uses, read once: the bands [`source_rows`] gives and those
-/// [`write_png_from`] asks for must be cut alike, and the machine's count can change (CPU
-/// affinity, a container's quota) between two calls.
-fn cores() -> usize {
+/// The cores the encoder uses (one band thread each), read once: the bands [`source_rows`]
+/// gives and those [`write_png_from`] asks for must be cut alike, and the machine's count can
+/// change (CPU affinity, a container's quota) between two calls.
+pub fn encoder_cores() -> usize {
     static CORES: OnceLock<usize> = OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
@@ -200,7 +200,7 @@ fn pixel_len(width: u32, height: u32, format: PixelFormat) -> usize {
 /// The layout for `len` bytes of pixels: one band for small images, else bands of about
 /// [`BAND_LEN`] bytes, at least one per core; one stream if stitching does not work here.
 fn production_layout(len: usize) -> Layout {
-    let cores = cores();
+    let cores = encoder_cores();
     let bands = if !stitching_works() {
         None
     } else if len < PARALLEL_MIN_BYTES {
@@ -368,7 +368,7 @@ fn write_pieces_with(
             BandRole::Continuing
         }
     };
-    let cores = cores();
+    let cores = encoder_cores();
     let workers = if bands == 1 { 0 } else { cores.min(bands) };
     let next_band = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);

@@ -515,9 +515,7 @@ pub(crate) fn read_pixels(
 /// per core): enough that they rarely wait for the copy, which runs many times faster than
 /// they do.
 fn not_streamed_ahead() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .max(2)
+    imaging::encoder_cores().max(2)
 }
 
 /// The PNG of the segment's published image, its bands of rows copied out of the slot ahead of
